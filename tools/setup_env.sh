@@ -29,7 +29,9 @@ pin() {  # pin NAME -> "NAME==X.Y.Z" from requirements/mminstall.txt
 }
 have() {  # have "NAME==VER": true when exactly that version is installed in the venv
   local name=${1%%==*} ver=${1##*==}
-  [[ "$("$PY" -m pip show "$name" 2>/dev/null | awk '/^Version:/{print $2}')" == "$ver" ]]
+  local got
+  got=$("$PY" -m pip show "$name" 2>/dev/null | awk '/^Version:/{print $2}')
+  [[ "${got%%+*}" == "$ver" ]]  # 2.13.0+cpu satisfies torch==2.13.0
 }
 pipi() { "$PY" -m pip install --progress-bar off "$@"; }
 
