@@ -280,3 +280,21 @@ def test_every_config_builds_with_ailurus_backbone(config):
     bb.pop('type')
     model = AiluRusVisionTransformer(**bb)
     assert model.ailurus['keep_ratio'] < 1.0
+
+
+class NotAllowListed:
+    """A pickled object the safe loader must refuse."""
+
+
+def test_test_tool_names_refused_object_and_opt_in(ade, vit_t_ckpt, tmp_path):
+    ckpt = torch.load(vit_t_ckpt, map_location='cpu')
+    ckpt['meta']['extra'] = NotAllowListed()
+    bad = str(tmp_path / 'untrusted.pth')
+    torch.save(ckpt, bad)
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONPATH=osp.dirname(osp.abspath(__file__)))
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), VIT_T, bad, '--cfg-options',
+                           f'test_dataloader.dataset.data_root={ade}', 'test_dataloader.num_workers=0',
+                           'test_dataloader.persistent_workers=False'],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert 'NotAllowListed' in proc.stderr and 'AILURUS_TRUSTED_GLOBALS' in proc.stderr

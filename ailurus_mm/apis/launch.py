@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import os.path as osp
+import pickle
 import runpy
 import sys
 from typing import List, Optional
@@ -62,5 +63,13 @@ def run_stock_tool(name: str, argv: Optional[List[str]] = None) -> bool:
         return False
     sys.argv = [path] + argv
     os.environ.setdefault('LOCAL_RANK', '0')
-    runpy.run_path(path, run_name='__main__')
+    try:
+        runpy.run_path(path, run_name='__main__')
+    except pickle.UnpicklingError as e:
+        # torch's weights-only refusal names the object but not our opt-in
+        from ..utils import UnsafeCheckpointError, explain_unsafe_load
+        if isinstance(e, UnsafeCheckpointError):
+            raise
+        ckpt = next((a for a in argv if a.endswith(('.pth', '.pt', '.ckpt')) and osp.isfile(a)), None)
+        raise explain_unsafe_load(e, ckpt) from e
     return True
