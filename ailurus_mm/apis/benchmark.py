@@ -4,7 +4,9 @@ Used by ``tools/benchmark.py`` (segmentation speed) and the real-model tools.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import os.path as osp
 import time
@@ -53,10 +55,11 @@ def build_twins(cfg, checkpoint: Optional[str] = None, seed: int = 0,
     model_cfg.backbone.pop('init_cfg', None)
     torch.manual_seed(seed)
     stock = MODELS.build(stock_config(model_cfg))
-    if checkpoint:
-        load_checkpoint(stock, checkpoint, map_location='cpu', strict=True)
-    else:
-        stock.init_weights()
+    with _quiet_logs():  # init_weights/load_checkpoint log one line per parameter
+        if checkpoint:
+            load_checkpoint(stock, checkpoint, map_location='cpu', strict=True)
+        else:
+            stock.init_weights()
     state = stock.state_dict()
     models = {'stock': stock}
     for name, over in (variants or {'ailurus': {}}).items():
@@ -68,6 +71,18 @@ def build_twins(cfg, checkpoint: Optional[str] = None, seed: int = 0,
     for m in models.values():
         m.eval()
     return models
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def random_images(n: int, hw: Tuple[int, int], seed: int = 0) -> List[torch.Tensor]:
