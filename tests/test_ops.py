@@ -118,20 +118,21 @@ def test_dpc_assignment_respects_window():
             assert int((nb == grid[y, x_]).sum()) >= 2
 
 
-def test_adjacent_clusters_stay_spatially_local_without_peaks_links():
-    """With many clusters, an adjacent-mode cluster's members are within the
-    link radius of their parent chain: check each non-anchor has a same-label
-    token within link_radius (the parent)."""
-    hw, r = (10, 12), 2
-    x = tokens(1, hw, seed=5)
-    a = cluster_tokens(x, hw, 0.6, method='adjacent', link_radius=r)
-    grid = a.labels[0].view(hw)
-    is_anchor = torch.zeros(hw[0] * hw[1], dtype=torch.bool)
-    is_anchor[a.anchors[0]] = True
-    for t in torch.nonzero(~is_anchor)[:, 0].tolist():
-        y, x_ = divmod(t, hw[1])
-        nb = grid[max(0, y - r):y + r + 1, max(0, x_ - r):x_ + r + 1]
-        assert int((nb == grid[y, x_]).sum()) >= 2 or a.sizes[0, grid[y, x_]] > 1
+@pytest.mark.parametrize('keep', [0.05, 0.25, 0.5])
+def test_adjacent_clusters_never_cross_region_borders(keep):
+    """Links join similar tokens and the expensive ones are cut first: on a map
+    of constant regions every cluster stays inside one region as long as M is
+    at least the number of regions."""
+    h, w = 24, 32
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    region = (yy >= h * 0.4).long() * 2 + (xx >= w * 0.6).long()
+    region[(yy - h // 4)**2 + (xx - w // 4)**2 < 9] = 4
+    x = blocky(h, w)
+    a = cluster_tokens(x, (h, w), keep, method='adjacent')
+    reg = region.flatten()
+    for m in range(a.num_clusters):
+        members = reg[a.labels[0] == m]
+        assert bool((members == members[0]).all()), f'cluster {m} spans regions {members.unique().tolist()}'
 
 
 @pytest.mark.parametrize('method', CLUSTER_METHODS)
