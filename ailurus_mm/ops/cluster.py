@@ -39,6 +39,10 @@ __all__ = [
 
 CLUSTER_METHODS = ('adjacent', 'dpc', 'dpc_global')
 
+# 'adjacent': a local density peak links to the feature-nearest of this many
+# spatially nearest denser peaks (keeps the step linear in N).
+_PEAK_CANDIDATES = 8
+
 #: Documented defaults of every clustering option (see ``cluster_tokens``).
 DEFAULT_OPTIONS = dict(
     method='adjacent',
@@ -287,23 +291,33 @@ def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int,
     link_cost = cost.gather(2, best[..., None])[..., 0]
 
     # Local peaks (no denser token in the window) link to the feature-nearest
-    # denser peak anywhere: peaks are at least link_radius + 1 apart, so there
-    # are at most N / (link_radius + 1)^2 of them and this P x P step is small.
-    # Only the global density maximum is left without a parent.
+    # of their _PEAK_CANDIDATES spatially nearest denser peaks. Peaks are at
+    # least link_radius + 1 apart (P <= N / (link_radius + 1)^2); the P x P step
+    # only compares grid coordinates, features are compared for P x K pairs.
+    # Every peak but the global density maximum has a denser peak, so only
+    # that one token is left without a parent.
     peak = ~torch.isfinite(link_cost)
     if peak.any():
+        w = hw[1]
         p_max = int(peak.sum(1).max())
         order = torch.sort((~peak).to(torch.int8), dim=1, stable=True).indices[:, :p_max]
         p_valid = peak.gather(1, order)  # [B, P] padding mask
-        xp = x.gather(1, order[..., None].expand(-1, -1, c))
-        dp = torch.cdist(xp, xp).square_().div_(c)
         rp = rho.gather(1, order)
         pdenser = _denser(rp[:, :, None], order[:, :, None], rp[:, None, :], order[:, None, :])
         pdenser &= p_valid[:, None, :] & p_valid[:, :, None]
-        pcost = dp.masked_fill(~pdenser, float('inf'))
-        pbest = pcost.argmin(-1)
-        pc = pcost.gather(2, pbest[..., None])[..., 0]
-        pparent = order.gather(1, pbest)
+        py, px = (order // w).double(), (order % w).double()
+        sd = (py[:, :, None] - py[:, None, :]).square() + (px[:, :, None] - px[:, None, :]).square()
+        # distinct keys (ties by candidate slot) so topk's choice is deterministic
+        sd = sd + torch.arange(p_max, device=dev, dtype=sd.dtype) / (p_max + 1)
+        kk = min(_PEAK_CANDIDATES, p_max)
+        near_d, cand = torch.topk(sd.masked_fill(~pdenser, float('inf')), kk, dim=-1, largest=False)
+        xp = x.gather(1, order[..., None].expand(-1, -1, c))
+        xc = xp.gather(1, cand.reshape(b, -1, 1).expand(-1, -1, c)).view(b, p_max, kk, c)
+        dc = (xc - xp[:, :, None]).square_().sum(-1).div_(c)
+        dc = dc.masked_fill(~torch.isfinite(near_d), float('inf'))
+        pbest = dc.argmin(-1)
+        pc = dc.gather(2, pbest[..., None])[..., 0]
+        pparent = order.gather(1, cand.gather(2, pbest[..., None])[..., 0])
         # Padding slots (non-peaks sorted in behind the peaks) write back
         # their own values.
         tgt_cost = torch.where(p_valid, pc, link_cost.gather(1, order))
