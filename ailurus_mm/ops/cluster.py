@@ -190,8 +190,10 @@ def _neighbour_index(h: int, w: int, offsets: Tensor) -> Tuple[Tensor, Tensor]:
 def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
     """Squared feature distance ``||x_i - x_j||^2 / C`` to each window neighbour.
 
-    Computed one offset at a time on shifted views of the grid, so memory is
-    ``O(N * K)`` (plus one ``[B, N]`` temporary), never ``O(N^2)``.
+    Computed on shifted views of the padded grid, one offset at a time, in
+    bands of rows small enough (about 1 MiB of features) to stay in cache while
+    all offsets are visited: memory ``O(N * K)``, never ``O(N^2)``; the Python
+    loops run over offsets and row bands, never over tokens.
 
     Args:
         x (Tensor): ``[B, N, C]`` float tokens.
@@ -208,12 +210,18 @@ def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
     sq = grid.square().sum(-1)
     padded = F.pad(grid, (0, 0, r, r, r, r))
     sq_padded = F.pad(sq, (r, r, r, r))
-    out = x.new_empty(b, h, w, len(offsets))
-    for k, (dy, dx) in enumerate(offsets.tolist()):
-        view = padded[:, r + dy:r + dy + h, r + dx:r + dx + w]
-        dot = torch.linalg.vecdot(grid, view)
-        out[..., k] = sq + sq_padded[:, r + dy:r + dy + h, r + dx:r + dx + w] - 2 * dot
-    out = out.clamp_min_(0).div_(c).reshape(b, n, len(offsets))
+    offs = offsets.tolist()
+    out = x.new_empty(b, h, w, len(offs))
+    band = max(1, (1 << 20) // (b * w * c * x.element_size()))
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        rows = grid[:, y0:y1]
+        for k, (dy, dx) in enumerate(offs):
+            out[:, y0:y1, :, k] = torch.linalg.vecdot(rows, padded[:, r + dy + y0:r + dy + y1, r + dx:r + dx + w])
+    out.mul_(-2).add_(sq[..., None])
+    for k, (dy, dx) in enumerate(offs):
+        out[..., k] += sq_padded[:, r + dy:r + dy + h, r + dx:r + dx + w]
+    out = out.clamp_min_(0).div_(c).reshape(b, n, len(offs))
     _, valid = _neighbour_index(h, w, offsets)
     return out.masked_fill_(~valid, float('inf'))
 
