@@ -28,6 +28,7 @@ DEFAULT_AILURUS = dict(
     density_radius=DEFAULT_OPTIONS['density_radius'],
     link_radius=DEFAULT_OPTIONS['link_radius'],
     assign_radius=DEFAULT_OPTIONS['assign_radius'],
+    link_to=DEFAULT_OPTIONS['link_to'],
     seed=0,
     merge='mean',
     size_aware=True,
@@ -78,7 +79,7 @@ def build_ailurus_cfg(cfg: Optional[dict], num_layers: int) -> dict:
     try:
         validate_cluster_options('dpc' if out['method'] not in ('adjacent', 'dpc_global') else
                                  out['method'], out['k'], out['density_radius'], out['link_radius'],
-                                 out['assign_radius'])
+                                 out['assign_radius'], out['link_to'])
     except ValueError as e:
         raise ValueError(f'ailurus.{e}') from None
     return out
@@ -110,7 +111,7 @@ class AiluRusVisionTransformer(VisionTransformer):
             - ``method`` (str): ``'adjacent'`` (default), ``'dpc'``,
               ``'dpc_global'`` or a baseline ``'pool'``/``'random'``/``'tome'``
               (see ``ailurus_mm.ops``).
-            - ``k``, ``density_radius``, ``link_radius``, ``assign_radius``:
+            - ``k``, ``density_radius``, ``link_radius``, ``assign_radius``, ``link_to``:
               clustering options of :func:`ailurus_mm.ops.cluster_tokens`.
             - ``seed`` (int): for ``method='random'``. Default: 0.
             - ``merge`` (str): ``'mean'`` or ``'anchor'``. Default: 'mean'.
@@ -150,13 +151,12 @@ class AiluRusVisionTransformer(VisionTransformer):
         cfg = self.ailurus
         budget = cfg['keep_ratio'] if cfg['keep_ratio'] is not None else self.num_kept(hw)
         opts = dict(k=cfg['k'], density_radius=cfg['density_radius'],
-                    link_radius=cfg['link_radius'], assign_radius=cfg['assign_radius'])
+                    link_radius=cfg['link_radius'], assign_radius=cfg['assign_radius'],
+                    link_to=cfg['link_to'])
         if cfg['method'] in ('random', ):
             opts = dict(assign_radius=cfg['assign_radius'])
         elif cfg['method'] in ('pool', 'tome'):
             opts = {}
-        elif cfg['method'] == 'adjacent':
-            opts.pop('assign_radius')
         return reduce_tokens(patches, hw, budget, method=cfg['method'], seed=cfg['seed'], **opts)
 
     def _to_map(self, x: Tensor, hw, num_prefix: int, assign: Optional[ClusterAssignment]):

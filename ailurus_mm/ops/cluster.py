@@ -44,12 +44,15 @@ CLUSTER_METHODS = ('adjacent', 'dpc', 'dpc_global')
 _PEAK_CANDIDATES = 8
 
 #: Documented defaults of every clustering option (see ``cluster_tokens``).
+LINK_MODES = ('peak', 'parent')
+
 DEFAULT_OPTIONS = dict(
     method='adjacent',
     k=5,
     density_radius=2,
-    link_radius=2,
-    assign_radius=3,
+    link_radius=1,
+    assign_radius=1,
+    link_to='peak',
 )
 
 
@@ -123,7 +126,8 @@ def validate_cluster_options(method: str = DEFAULT_OPTIONS['method'],
                              k: int = DEFAULT_OPTIONS['k'],
                              density_radius: Optional[int] = DEFAULT_OPTIONS['density_radius'],
                              link_radius: Optional[int] = DEFAULT_OPTIONS['link_radius'],
-                             assign_radius: Optional[int] = DEFAULT_OPTIONS['assign_radius']) -> None:
+                             assign_radius: Optional[int] = DEFAULT_OPTIONS['assign_radius'],
+                             link_to: str = DEFAULT_OPTIONS['link_to']) -> None:
     """Raise ``ValueError`` naming the first invalid clustering option.
 
     Usable at model build time (no tensors needed). Arguments as in
@@ -131,6 +135,8 @@ def validate_cluster_options(method: str = DEFAULT_OPTIONS['method'],
     """
     if method not in CLUSTER_METHODS:
         raise ValueError(f'method={method!r} is not one of {CLUSTER_METHODS}')
+    if link_to not in LINK_MODES:
+        raise ValueError(f'link_to={link_to!r} is not one of {LINK_MODES}')
     _check_int('k', k, 1, 64)
     for name, value in (('density_radius', density_radius), ('link_radius', link_radius),
                         ('assign_radius', assign_radius)):
@@ -276,12 +282,12 @@ def _labels_from_roots(root: Tensor, m: int, hw) -> ClusterAssignment:
     return assignment_from_labels(labels, anchors, hw)
 
 
-def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int,
-                      link_radius: int) -> ClusterAssignment:
+def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int, link_radius: int,
+                      assign_radius: int, link_to: str) -> ClusterAssignment:
     b, n, c = x.shape
     dev = x.device
     ar = torch.arange(n, device=dev)
-    r = max(density_radius, link_radius)
+    r = max(density_radius, link_radius, assign_radius if link_to == 'peak' else 0)
     offsets = _window_offsets(r, dev)
     ring = offsets.abs().amax(1)
     d = window_sqdist(x, hw, offsets)  # [B, N, K]
@@ -298,13 +304,31 @@ def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int,
     parent = idx[ar[None], best]  # [B, N]: idx[n, best[b, n]]
     link_cost = cost.gather(2, best[..., None])[..., 0]
 
+    peak = ~torch.isfinite(link_cost)
+    if link_to == 'peak':
+        # Star clusters: a token links to the feature-nearest local density
+        # peak within assign_radius (the anchors absorb their neighbours), so
+        # a cluster stays inside one window. Tokens with no peak in reach keep
+        # their parent link, and the peak-to-peak links below come last: both
+        # are used only when the star links cannot reach M. The ranks are
+        # kept apart by adding multiples of an offset above every distance.
+        amask = ring <= assign_radius
+        aidx, avalid = _neighbour_index(*hw, offsets[amask])
+        da = d[..., amask].masked_fill(~(peak[:, aidx] & avalid), float('inf'))
+        da[..., 0] = float('inf')  # not to itself
+        ab = da.argmin(-1)
+        acost = da.gather(2, ab[..., None])[..., 0]
+        star = torch.isfinite(acost) & ~peak
+        step = torch.where(torch.isfinite(d), d, 0).amax() + 1
+        parent = torch.where(star, aidx[ar[None], ab], parent)
+        link_cost = torch.where(star, acost, link_cost + step)
+
     # Local peaks (no denser token in the window) link to the feature-nearest
     # of their _PEAK_CANDIDATES spatially nearest denser peaks. Peaks are at
     # least link_radius + 1 apart (P <= N / (link_radius + 1)^2); the P x P step
     # only compares grid coordinates, features are compared for P x K pairs.
     # Every peak but the global density maximum has a denser peak, so only
     # that one token is left without a parent.
-    peak = ~torch.isfinite(link_cost)
     if peak.any():
         w = hw[1]
         p_max = int(peak.sum(1).max())
@@ -325,6 +349,8 @@ def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int,
         dc = dc.masked_fill(~torch.isfinite(near_d), float('inf'))
         pbest = dc.argmin(-1)
         pc = dc.gather(2, pbest[..., None])[..., 0]
+        if link_to == 'peak':
+            pc = pc + 2 * step
         pparent = order.gather(1, cand.gather(2, pbest[..., None])[..., 0])
         # Padding slots (non-peaks sorted in behind the peaks) write back
         # their own values.
@@ -440,6 +466,7 @@ def cluster_tokens(x: Tensor,
                    density_radius: int = DEFAULT_OPTIONS['density_radius'],
                    link_radius: int = DEFAULT_OPTIONS['link_radius'],
                    assign_radius: int = DEFAULT_OPTIONS['assign_radius'],
+                   link_to: str = DEFAULT_OPTIONS['link_to'],
                    score: Optional[Tensor] = None) -> ClusterAssignment:
     """Cluster patch tokens into M groups with spatial-aware DPC-KNN.
 
@@ -460,11 +487,18 @@ def cluster_tokens(x: Tensor,
             ``[1, 32]``. Default: 2 (a 5 x 5 window).
         link_radius (int): radius in which a token looks for denser tokens
             (its parent in ``'adjacent'``, its delta in ``'dpc'``), in
-            ``[1, 32]``. Default: 2.
-        assign_radius (int): ``'dpc'`` only: radius in which a token looks for
-            anchors, in ``[1, 32]``; tokens with no anchor in reach join the
+            ``[1, 32]``. Default: 1 (3 x 3: measured best, docs/results.md).
+        assign_radius (int): radius in which a token looks for anchors, in
+            ``[1, 32]``. ``'dpc'``: tokens with no anchor in reach join the
             cluster of their feature-nearest assigned 8-neighbour, grown ring
-            by ring. Default: 3.
+            by ring. ``'adjacent'`` with ``link_to='peak'``: tokens link to the
+            feature-nearest local density peak within this radius. Default: 1
+            (clusters of at most 3 x 3 tokens: measured best, docs/results.md).
+        link_to (str): ``'adjacent'`` only: ``'peak'`` (default) links tokens
+            to a local density peak in reach (star clusters bounded by the
+            window; parent and peak-to-peak links only when those cannot reach
+            M); ``'parent'`` links every token to its denser parent (trees of
+            any extent: chains of cheap links can grow across a whole region).
         score (Tensor, optional): ``'dpc'`` only: ``[B, N]`` anchor scores
             replacing ``rho * delta`` (e.g. seeded random scores for the
             random-anchor baseline). Default: None.
@@ -473,7 +507,7 @@ def cluster_tokens(x: Tensor,
         ClusterAssignment: labels ``[B, N]``, anchors ``[B, M]``, sizes ``[B, M]``.
     """
     h, w = _check_inputs(x, hw)
-    validate_cluster_options(method, k, density_radius, link_radius, assign_radius)
+    validate_cluster_options(method, k, density_radius, link_radius, assign_radius, link_to)
     n = h * w
     m = resolve_num_clusters(num_clusters, n)
     if score is not None:
@@ -486,7 +520,7 @@ def cluster_tokens(x: Tensor,
         ar = torch.arange(n, device=x.device).expand(x.shape[0], n).clone()
         return assignment_from_labels(ar, ar.clone(), (h, w))
     if method == 'adjacent':
-        return _cluster_adjacent(xf, (h, w), m, k, density_radius, link_radius)
+        return _cluster_adjacent(xf, (h, w), m, k, density_radius, link_radius, assign_radius, link_to)
     if method == 'dpc':
         return _cluster_dpc(xf, (h, w), m, k, density_radius, link_radius, assign_radius,
                             score=None if score is None else score.float())

