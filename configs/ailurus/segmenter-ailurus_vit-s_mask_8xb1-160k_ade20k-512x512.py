@@ -1,5 +1,5 @@
 # Segmenter ViT-S/16 with AiluRus: only the deltas over the stock mmseg config.
-# ailurus values are provisional defaults (see docs/algorithm.md); override any
+# ailurus: a speed setting without an accuracy measurement here (docs/results.md); override any
 # of them with --cfg-options model.backbone.ailurus.keep_ratio=0.5 etc.
 _base_ = ['mmseg::segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['ailurus_mm'], allow_failed_imports=False)
