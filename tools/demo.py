@@ -15,7 +15,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-import time
 
 import numpy as np
 import torch
@@ -73,7 +72,7 @@ def main(argv=None):
     from mmseg.registry import METRICS, MODELS
 
     import ailurus_mm  # noqa: F401
-    from ailurus_mm.apis.benchmark import _quiet_logs
+    from ailurus_mm.apis.benchmark import _quiet_logs, evaluate, time_model
     cfg = Config.fromfile(args.config)
     from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -96,34 +95,23 @@ def main(argv=None):
                       data_prefix=dict(img_path=args.split, seg_map_path=f'{args.split}annot'))
     loader = Runner.build_dataloader(dl)
     batches = [d for _, d in zip(range(args.num_images), loader)]
-    metric_cfg = cfg.test_evaluator
-    results = {}
-    preds = {}
+    metric = METRICS.build(dict(cfg.test_evaluator))
+    metric.dataset_meta = loader.dataset.metainfo
+    results, preds = {}, {}
     for name, opts in (('reference', dict(on, enabled=False)), ('AiluRus', on)):
         bb.ailurus = opts
-        metric = METRICS.build(dict(metric_cfg))
-        metric.dataset_meta = loader.dataset.metainfo
+        res, _, _ = evaluate(model, batches, metric)
+        t_bb, t_all = time_model(model, batches)
         with torch.no_grad():
-            model.test_step(batches[0])  # warm-up
-            t_bb = t_all = 0.0
-            for data in batches:
-                x = model.data_preprocessor(data, False)['inputs']
-                t = time.perf_counter()
-                model.backbone(x)
-                t_bb += time.perf_counter() - t
-                t = time.perf_counter()
-                out = model.test_step(data)
-                t_all += time.perf_counter() - t
-                metric.process(data, [o.to_dict() for o in out])
-                preds.setdefault(name, out[0].pred_sem_seg.data[0].numpy())
-        with _quiet_logs():
-            res = metric.compute_metrics(metric.results)
-        results[name] = (res, t_bb / len(batches), t_all / len(batches))
+            preds[name] = model.test_step(batches[0])[0].pred_sem_seg.data[0].numpy()
+        results[name] = (res, t_bb, t_all)
+    x = model.data_preprocessor(batches[0], False)['inputs']
     ref, ail = results['reference'], results['AiluRus']
     grid = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
     print(f'model: {osp.relpath(args.config, ROOT)}  checkpoint: {ckpt}')
     print(f'images: first {len(batches)} of {img_dir}, input {tuple(x.shape[-2:])}, '
-          f'{grid[0] * grid[1]} patch tokens, threads {torch.get_num_threads()}, batch 1, 1 warm-up')
+          f'{grid[0] * grid[1]} patch tokens, threads {torch.get_num_threads()}, batch 1, '
+          'times after one warm-up pass')
     print(f"AiluRus: cluster after layer {on['cluster_after']}, keep {on['keep_ratio']} "
           f"({bb.num_kept(grid)} tokens), method {on['method']}")
     print('| model | mIoU | aAcc | backbone ms/img | end-to-end ms/img |')

@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = [
     'stock_config', 'build_twins', 'load_images', 'random_images', 'time_fn', 'count_flops',
-    'token_counts', 'sdpa_flop_jit'
+    'token_counts', 'sdpa_flop_jit', 'evaluate', 'time_model'
 ]
 
 
@@ -177,3 +177,45 @@ def token_counts(backbone, hw: Tuple[int, int]) -> List[int]:
         s = pool_stride(cfg['keep_ratio'] or m, n)
         m = -(-hw[0] // s) * -(-hw[1] // s)
     return [n + prefix if i < cfg['cluster_after'] else m + prefix for i in range(len(backbone.layers))]
+
+
+def evaluate(model: nn.Module, batches: Sequence[dict], metric) -> Tuple[dict, List[float], List[bool]]:
+    """Run ``model.test_step`` over loaded batches into an mmseg ``IoUMetric``.
+
+    Args:
+        model (nn.Module): an mmseg segmentor in eval mode.
+        batches (Sequence[dict]): dataloader batches (``inputs``, ``data_samples``).
+        metric: an ``IoUMetric`` with ``dataset_meta`` set; its results are cleared.
+
+    Returns:
+        tuple: the metric's summary dict (percent), IoU per class (0-1) and
+        whether each class occurs (union > 0).
+    """
+    metric.results.clear()
+    with torch.no_grad():
+        for data in batches:
+            metric.process(data, [o.to_dict() for o in model.test_step(data)])
+    inter = sum(r[0] for r in metric.results)
+    union = sum(r[1] for r in metric.results)
+    with _quiet_logs():
+        res = metric.compute_metrics(metric.results)
+    metric.results.clear()
+    return res, (inter / union.clamp_min(1)).tolist(), (union > 0).tolist()
+
+
+def time_model(model: nn.Module, batches: Sequence[dict]) -> Tuple[float, float]:
+    """Mean seconds per batch of the backbone and of ``test_step``, after one
+    untimed warm-up pass over ``batches``."""
+    with torch.no_grad():
+        for data in batches:
+            model.test_step(data)
+        t_bb = t_e2e = 0.0
+        for data in batches:
+            x = model.data_preprocessor(data, False)['inputs']
+            t = time.perf_counter()
+            model.backbone(x)
+            t_bb += time.perf_counter() - t
+            t = time.perf_counter()
+            model.test_step(data)
+            t_e2e += time.perf_counter() - t
+    return t_bb / len(batches), t_e2e / len(batches)

@@ -16,8 +16,9 @@ from .layers import check_layer_supported, sized_layer_forward
 
 __all__ = ['AiluRusVisionTransformer', 'DEFAULT_AILURUS', 'build_ailurus_cfg']
 
-#: Defaults of the ``ailurus`` dict. ``cluster_after`` and ``keep_ratio`` are
-#: provisional until the real-model sweep (docs/results.md) settles them.
+#: Defaults of the ``ailurus`` dict. The clustering options are the measured
+#: best of docs/results.md; ``cluster_after`` and ``keep_ratio`` depend on the
+#: model and are set per config (measured for the DINOv2-S CamVid model).
 DEFAULT_AILURUS = dict(
     enabled=True,
     cluster_after=2,
@@ -104,9 +105,9 @@ class AiluRusVisionTransformer(VisionTransformer):
             - ``cluster_after`` (int): layers that run on all tokens; the
               output of layer ``cluster_after`` (1-based, as in "cluster on
               the output of layer 2") is clustered. In ``[0, num_layers - 1]``.
-              Default: 2 (provisional).
+              Default: 2 (set it per model: docs/results.md).
             - ``keep_ratio`` (float): M / N in ``(0, 1]``. 1.0 (or M == N) is
-              the stock model, bit for bit. Default: 0.4 (provisional).
+              the stock model, bit for bit. Default: 0.4 (set it per model).
             - ``num_clusters`` (int): a fixed M instead of ``keep_ratio``.
             - ``method`` (str): ``'adjacent'`` (default), ``'dpc'``,
               ``'dpc_global'`` or a baseline ``'pool'``/``'random'``/``'tome'``

@@ -24,7 +24,6 @@ import json
 import os
 import os.path as osp
 import sys
-import time
 
 import torch
 
@@ -77,41 +76,6 @@ def parse_args(argv=None):
     return args
 
 
-def per_class_from_metric(metric):
-    """IoU per class from an IoUMetric's accumulated results (before evaluate clears them)."""
-    inter = sum(r[0] for r in metric.results)
-    union = sum(r[1] for r in metric.results)
-    return (inter / union.clamp_min(1)).tolist(), (union > 0).tolist()
-
-
-def evaluate(model, batches, metric):
-    metric.results.clear()
-    with torch.no_grad():
-        for data in batches:
-            outputs = model.test_step(data)
-            metric.process(data, [o.to_dict() for o in outputs])
-    per_class, present = per_class_from_metric(metric)
-    res = metric.compute_metrics(metric.results)
-    metric.results.clear()
-    return res, per_class, present
-
-
-def time_model(model, batches):
-    with torch.no_grad():
-        for data in batches:  # warm-up pass
-            model.test_step(data)
-        t_bb = t_e2e = 0.0
-        for data in batches:
-            x = model.data_preprocessor(data, False)['inputs']
-            t = time.perf_counter()
-            model.backbone(x)
-            t_bb += time.perf_counter() - t
-            t = time.perf_counter()
-            model.test_step(data)
-            t_e2e += time.perf_counter() - t
-    return t_bb / len(batches), t_e2e / len(batches)
-
-
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -121,7 +85,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     import ailurus_mm  # noqa: F401
-    from ailurus_mm.apis.benchmark import count_flops
+    from ailurus_mm.apis.benchmark import count_flops, evaluate, time_model
     from ailurus_mm.models import build_ailurus_cfg
 
     cfg = Config.fromfile(args.config)
