@@ -151,14 +151,8 @@ class AiluRusVisionTransformer(VisionTransformer):
     def _cluster(self, patches: Tensor, hw: Tuple[int, int]) -> ClusterAssignment:
         cfg = self.ailurus
         budget = cfg['keep_ratio'] if cfg['keep_ratio'] is not None else self.num_kept(hw)
-        opts = dict(k=cfg['k'], density_radius=cfg['density_radius'],
-                    link_radius=cfg['link_radius'], assign_radius=cfg['assign_radius'],
-                    link_to=cfg['link_to'])
-        if cfg['method'] in ('random', ):
-            opts = dict(assign_radius=cfg['assign_radius'])
-        elif cfg['method'] in ('pool', 'tome'):
-            opts = {}
-        return reduce_tokens(patches, hw, budget, method=cfg['method'], seed=cfg['seed'], **opts)
+        return reduce_tokens(patches, hw, budget, method=cfg['method'], seed=cfg['seed'],
+                             **{key: cfg[key] for key in DEFAULT_OPTIONS if key != 'method'})
 
     def _to_map(self, x: Tensor, hw, num_prefix: int, assign: Optional[ClusterAssignment]):
         patches = x[:, num_prefix:]

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cluster import (CLUSTER_METHODS, ClusterAssignment, _check_inputs, assignment_from_labels,
-                      cluster_tokens, resolve_num_clusters)
+from .cluster import (CLUSTER_METHODS, DEFAULT_OPTIONS, ClusterAssignment, _check_inputs,
+                      assignment_from_labels, cluster_tokens, resolve_num_clusters)
 
 __all__ = ['BASELINE_METHODS', 'REDUCTION_METHODS', 'assignment_from_groups', 'pool_assignment',
            'random_assignment', 'tome_assignment', 'reduce_tokens', 'pool_stride']
@@ -85,7 +85,8 @@ def pool_assignment(x: Tensor, hw: Sequence[int], stride: int) -> ClusterAssignm
 
 
 def random_assignment(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float],
-                      seed: int = 0, assign_radius: int = 3) -> ClusterAssignment:
+                      seed: int = 0,
+                      assign_radius: int = DEFAULT_OPTIONS['assign_radius']) -> ClusterAssignment:
     """Seeded random anchors (the same draw for every image of a batch), each
     token to the feature-nearest anchor within ``assign_radius``."""
     h, w = _check_inputs(x, hw)
@@ -146,14 +147,16 @@ def reduce_tokens(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float],
             block side, see :func:`pool_stride`).
         method (str): one of :data:`REDUCTION_METHODS`. Default: 'adjacent'.
         seed (int): ``random`` only. Default: 0.
-        **options: options of :func:`cluster_tokens` (AiluRus readings) or
-            ``assign_radius`` (``random``).
+        **options: options of :func:`cluster_tokens`; each method takes the
+            ones it uses (``random``: ``assign_radius``; ``pool``/``tome``:
+            none), so one option set serves every method.
     """
     if method in CLUSTER_METHODS:
         return cluster_tokens(x, hw, num_clusters, method=method, **options)
     if method == 'random':
         return random_assignment(x, hw, num_clusters, seed=seed,
-                                 assign_radius=options.get('assign_radius', 3))
+                                 assign_radius=options.get('assign_radius',
+                                                           DEFAULT_OPTIONS['assign_radius']))
     if method == 'pool':
         return pool_assignment(x, hw, pool_stride(num_clusters, x.shape[1]))
     if method == 'tome':

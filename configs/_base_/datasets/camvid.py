@@ -73,15 +73,7 @@ val_dataloader = dict(batch_size=1,
                                    pipeline=test_pipeline))
 # The test split is held back: testing runs on val. With a test/ + testannot/
 # copy, override test_dataloader.dataset.data_prefix (see the top).
-test_dataloader = dict(batch_size=1,
-                       num_workers=2,
-                       persistent_workers=False,
-                       sampler=dict(type='DefaultSampler', shuffle=False),
-                       dataset=dict(type=dataset_type,
-                                    data_root=data_root,
-                                    data_prefix=dict(img_path='val',
-                                                     seg_map_path='valannot'),
-                                    pipeline=test_pipeline))
+test_dataloader = val_dataloader
 
 val_evaluator = dict(type='IoUMetric',
                      iou_metrics=['mIoU'],
