@@ -44,8 +44,8 @@ setup(
     python_requires='>=3.11',
     # mmcv must be built against the installed torch: tools/setup_env.sh does
     # it in the right order; these pins only state what is required.
-    install_requires=parse_requirements('requirements/runtime.txt') +
-    parse_requirements('requirements/mminstall.txt'),
+    install_requires=parse_requirements('requirements/runtime.txt')
+    + parse_requirements('requirements/mminstall.txt'),
     extras_require={
         'tests': parse_requirements('requirements/tests.txt'),
         'optional': parse_requirements('requirements/optional.txt'),

@@ -7,10 +7,13 @@ accept the metadata objects of mmengine/mmseg/mmdet checkpoints (see
 :mod:`ailurus_mm.utils.checkpoint`). The algorithm itself lives in
 :mod:`ailurus_mm.ops` as pure torch functions.
 """
-from . import ops  # noqa: F401  (pure torch, no OpenMMLab import)
-from . import utils  # noqa: F401  (safe torch.load allow-list, at import)
-from . import datasets  # noqa: F401  (mmseg DATASETS)
-from . import models  # noqa: F401  (mmseg MODELS)
+
+from . import (
+    datasets,  # noqa: F401  (mmseg DATASETS)
+    models,  # noqa: F401  (mmseg MODELS)
+    ops,  # noqa: F401  (pure torch, no OpenMMLab import)
+    utils,  # noqa: F401  (safe torch.load allow-list, at import)
+)
 from .version import __version__
 
 __all__ = ['__version__']

@@ -1,4 +1,5 @@
 """CamVidDataset and configs/_base_/datasets/camvid.py, real and tiny data."""
+
 import os
 from pathlib import Path
 
@@ -18,19 +19,31 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / '_base_' / 'datasets' / 'camvid.py'
 # The config's data_root '../shared/data/CamVid' is relative to the checkout.
 REAL_ROOT = (REPO / '..' / 'shared' / 'data' / 'CamVid').resolve()
-CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol',
-           'Fence', 'Car', 'Pedestrian', 'Bicyclist')
+CLASSES = (
+    'Sky',
+    'Building',
+    'Pole',
+    'Road',
+    'Pavement',
+    'Tree',
+    'SignSymbol',
+    'Fence',
+    'Car',
+    'Pedestrian',
+    'Bicyclist',
+)
 
 needs_real_data = pytest.mark.skipif(
     not REAL_ROOT.is_dir(),
-    reason=f'CamVid not found at {REAL_ROOT} (../shared/data/CamVid from '
-    'the checkout root)')
+    reason=f'CamVid not found at {REAL_ROOT} (../shared/data/CamVid from the checkout root)',
+)
 
 
 @pytest.fixture(autouse=True)
 def mmseg_scope():
     """Build transforms/metrics from mmseg's registries."""
     from mmseg.utils import register_all_modules
+
     register_all_modules(init_default_scope=True)
 
 
@@ -38,16 +51,18 @@ def _cfg(data_root=None) -> Config:
     cfg = Config.fromfile(str(CONFIG))
     if data_root is not None:
         # Exactly what `--cfg-options` does.
-        cfg.merge_from_dict({
-            f'{split}_dataloader.dataset.data_root':
-            str(data_root)
-            for split in ('train', 'val', 'test')
-        })
+        cfg.merge_from_dict(
+            {
+                f'{split}_dataloader.dataset.data_root': str(data_root)
+                for split in ('train', 'val', 'test')
+            }
+        )
     return cfg
 
 
 def _build(dataset_cfg) -> CamVidDataset:
     from mmseg.registry import DATASETS
+
     return DATASETS.build(dataset_cfg)
 
 
@@ -138,8 +153,7 @@ def test_tiny_copy_via_data_root_override(tmp_path):
     sample = val[1]
     assert tuple(sample['inputs'].shape) == (3, 504, 672)  # 48x36 * 14
     gt = sample['data_samples'].gt_sem_seg.data
-    expected = np.array(
-        Image.open(tmp_path / 'CamVid' / 'valannot' / '0001TP_000001.png'))
+    expected = np.array(Image.open(tmp_path / 'CamVid' / 'valannot' / '0001TP_000001.png'))
     assert np.array_equal(gt[0].numpy(), expected)
     # The dataloader section builds and yields a batch.
     loader = Runner.build_dataloader(cfg.val_dataloader)

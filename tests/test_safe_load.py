@@ -5,10 +5,11 @@ The Runner tests use mmengine's own loading path (``Runner.resume`` and
 checkpoint written by a real mmseg Runner, so they fail if the allow-list in
 ``ailurus_mm.utils.checkpoint`` misses anything such a checkpoint contains.
 """
+
 import os.path as osp
 import pickle
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -20,9 +21,14 @@ from mmengine.runner import Runner, load_checkpoint
 from PIL import Image
 
 import ailurus_mm.utils  # noqa: F401  (registers the allow-list)
-from ailurus_mm.utils import (TRUSTED_GLOBALS_ENV, UnsafeCheckpointError,
-                              allow_checkpoint_globals, describe_safe_globals,
-                              load_checkpoint_safely, register_safe_globals)
+from ailurus_mm.utils import (
+    TRUSTED_GLOBALS_ENV,
+    UnsafeCheckpointError,
+    allow_checkpoint_globals,
+    describe_safe_globals,
+    load_checkpoint_safely,
+    register_safe_globals,
+)
 
 NUM_CLASSES = 3
 
@@ -87,97 +93,96 @@ class _RecordIter(Hook):
         self.loss_history_len = len(loss.data[0])
 
 
-def _runner_cfg(data_root: Path, work_dir: Path, max_iters: int,
-                name: str) -> Dict:
+def _runner_cfg(data_root: Path, work_dir: Path, max_iters: int, name: str) -> Dict:
     """Config of a tiny ViT + FCN EncoderDecoder Runner (CPU, a second)."""
-    metainfo = dict(classes=('a', 'b', 'c'),
-                    palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]])
-    dataset = dict(type='BaseSegDataset',
-                   data_root=str(data_root),
-                   data_prefix=dict(img_path='img', seg_map_path='ann'),
-                   img_suffix='.png',
-                   seg_map_suffix='.png',
-                   metainfo=metainfo)
+    metainfo = dict(classes=('a', 'b', 'c'), palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    dataset = dict(
+        type='BaseSegDataset',
+        data_root=str(data_root),
+        data_prefix=dict(img_path='img', seg_map_path='ann'),
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        metainfo=metainfo,
+    )
     train_pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='LoadAnnotations'),
-        dict(type='PackSegInputs')
+        dict(type='PackSegInputs'),
     ]
-    model = dict(type='EncoderDecoder',
-                 data_preprocessor=dict(type='SegDataPreProcessor',
-                                        mean=[123.675, 116.28, 103.53],
-                                        std=[58.395, 57.12, 57.375],
-                                        bgr_to_rgb=True,
-                                        size=(32, 32)),
-                 backbone=dict(type='VisionTransformer',
-                               img_size=(32, 32),
-                               patch_size=8,
-                               embed_dims=32,
-                               num_layers=2,
-                               num_heads=2,
-                               mlp_ratio=2,
-                               out_indices=(1, ),
-                               final_norm=True),
-                 decode_head=dict(type='FCNHead',
-                                  in_channels=32,
-                                  channels=16,
-                                  num_convs=1,
-                                  concat_input=False,
-                                  num_classes=NUM_CLASSES,
-                                  norm_cfg=dict(type='BN'),
-                                  loss_decode=dict(type='CrossEntropyLoss',
-                                                   loss_weight=1.0)),
-                 train_cfg=dict(),
-                 test_cfg=dict(mode='whole'))
+    model = dict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(
+            type='SegDataPreProcessor',
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            size=(32, 32),
+        ),
+        backbone=dict(
+            type='VisionTransformer',
+            img_size=(32, 32),
+            patch_size=8,
+            embed_dims=32,
+            num_layers=2,
+            num_heads=2,
+            mlp_ratio=2,
+            out_indices=(1,),
+            final_norm=True,
+        ),
+        decode_head=dict(
+            type='FCNHead',
+            in_channels=32,
+            channels=16,
+            num_convs=1,
+            concat_input=False,
+            num_classes=NUM_CLASSES,
+            norm_cfg=dict(type='BN'),
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        ),
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'),
+    )
     return dict(
         model=model,
         work_dir=str(work_dir),
         experiment_name=name,  # distinct MessageHub per Runner
-        train_dataloader=dict(batch_size=2,
-                              num_workers=0,
-                              sampler=dict(type='InfiniteSampler',
-                                           shuffle=True),
-                              dataset=dict(**dataset,
-                                           pipeline=train_pipeline)),
-        val_dataloader=dict(batch_size=1,
-                            num_workers=0,
-                            sampler=dict(type='DefaultSampler', shuffle=False),
-                            dataset=dict(**dataset,
-                                         pipeline=train_pipeline,
-                                         indices=2)),
+        train_dataloader=dict(
+            batch_size=2,
+            num_workers=0,
+            sampler=dict(type='InfiniteSampler', shuffle=True),
+            dataset=dict(**dataset, pipeline=train_pipeline),
+        ),
+        val_dataloader=dict(
+            batch_size=1,
+            num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(**dataset, pipeline=train_pipeline, indices=2),
+        ),
         val_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
-        train_cfg=dict(type='IterBasedTrainLoop',
-                       max_iters=max_iters,
-                       val_interval=1),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1),
         val_cfg=dict(type='ValLoop'),
-        optim_wrapper=dict(type='OptimWrapper',
-                           optimizer=dict(type='AdamW',
-                                          lr=1e-3,
-                                          weight_decay=0.01)),
+        optim_wrapper=dict(
+            type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01)
+        ),
         param_scheduler=[
-            dict(type='PolyLR',
-                 eta_min=1e-5,
-                 power=0.9,
-                 begin=0,
-                 end=max_iters,
-                 by_epoch=False)
+            dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=max_iters, by_epoch=False)
         ],
         default_hooks=dict(
             timer=dict(type='IterTimerHook'),
             logger=dict(type='LoggerHook', interval=1),
             param_scheduler=dict(type='ParamSchedulerHook'),
             # save_best puts numpy scores into message_hub.runtime_info.
-            checkpoint=dict(type='CheckpointHook',
-                            interval=1,
-                            by_epoch=False,
-                            save_best='mIoU',
-                            rule='greater'),
-            sampler_seed=dict(type='DistSamplerSeedHook')),
+            checkpoint=dict(
+                type='CheckpointHook', interval=1, by_epoch=False, save_best='mIoU', rule='greater'
+            ),
+            sampler_seed=dict(type='DistSamplerSeedHook'),
+        ),
         log_processor=dict(by_epoch=False),
         default_scope='mmseg',
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
         launcher='none',
-        randomness=dict(seed=0))
+        randomness=dict(seed=0),
+    )
 
 
 @pytest.fixture(scope='module')
@@ -187,8 +192,8 @@ def trained(tmp_path_factory) -> Dict[str, Path]:
     _write_tiny_seg_data(tmp / 'data')
     # Through Config, as tools/train.py does (the model needs ConfigDicts).
     runner = Runner.from_cfg(
-        Config(_runner_cfg(tmp / 'data', tmp / 'run1', 2,
-                           f'first_{tmp.name}')))
+        Config(_runner_cfg(tmp / 'data', tmp / 'run1', 2, f'first_{tmp.name}'))
+    )
     runner.train()
     ckpt = tmp / 'run1' / 'iter_2.pth'
     assert ckpt.is_file(), sorted(p.name for p in (tmp / 'run1').iterdir())
@@ -209,15 +214,15 @@ def test_runner_checkpoint_needs_the_allow_list(trained, restore_safe_globals):
     assert np.isfinite(hub['log_scalars']['train/loss'].mean())
     assert 'best_score' in hub['runtime_info']
     # Nothing in the file is left un-allow-listed.
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(
-        str(trained['ckpt'])) == []
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(trained['ckpt'])) == []
 
 
 def test_runner_resume(trained):
     """A new Runner resumes at iteration 2 and finishes iteration 3."""
     record = _RecordIter()
-    cfg = _runner_cfg(trained['data'], trained['root'] / 'run2', 3,
-                      f'resumed_{trained["root"].name}')
+    cfg = _runner_cfg(
+        trained['data'], trained['root'] / 'run2', 3, f'resumed_{trained["root"].name}'
+    )
     cfg.update(load_from=str(trained['ckpt']), resume=True)
     runner = Runner.from_cfg(Config(cfg))
     runner.register_hook(record)
@@ -231,10 +236,12 @@ def test_runner_resume(trained):
 
 def test_tools_test_style_load(trained):
     """``load_checkpoint(model, path)`` (tools/test.py, load_from) works."""
-    runner_cfg = _runner_cfg(trained['data'], trained['root'] / 'run3', 2,
-                             f'load_{trained["root"].name}')
+    runner_cfg = _runner_cfg(
+        trained['data'], trained['root'] / 'run3', 2, f'load_{trained["root"].name}'
+    )
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
+
     register_all_modules(init_default_scope=False)
     model = MODELS.build(Config(runner_cfg).model)
     ckpt = load_checkpoint(model, str(trained['ckpt']), map_location='cpu')
@@ -250,15 +257,7 @@ def test_tools_test_style_load(trained):
 
 
 def _save_untrusted(path: Path) -> None:
-    torch.save(
-        {
-            'state_dict': {
-                'w': torch.ones(2)
-            },
-            'meta': {
-                'extra': NotAllowListed(7)
-            }
-        }, path)
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'extra': NotAllowListed(7)}}, path)
 
 
 def test_unknown_object_is_refused_with_clear_error(tmp_path):
@@ -290,15 +289,13 @@ def test_opt_in_by_function(tmp_path, restore_safe_globals):
 def test_opt_in_by_env_var(tmp_path, monkeypatch, restore_safe_globals):
     path = tmp_path / 'untrusted.pth'
     _save_untrusted(path)
-    monkeypatch.setenv(TRUSTED_GLOBALS_ENV, f' collections.Counter, '
-                       f'{NOT_ALLOW_LISTED} ')
+    monkeypatch.setenv(TRUSTED_GLOBALS_ENV, f' collections.Counter, {NOT_ALLOW_LISTED} ')
     names = register_safe_globals()
     assert NOT_ALLOW_LISTED in names
     assert torch.load(path)['meta']['extra'].value == 7
 
 
-def test_unlisted_numpy_dtype_is_named_and_can_be_opted_in(
-        tmp_path, restore_safe_globals):
+def test_unlisted_numpy_dtype_is_named_and_can_be_opted_in(tmp_path, restore_safe_globals):
     """Only the dtypes seen in Runner checkpoints are allow-listed."""
     path = tmp_path / 'int32.pth'
     torch.save({'meta': {'counts': np.arange(3, dtype=np.int32)}}, path)
@@ -322,8 +319,7 @@ def test_bad_opt_ins_are_rejected(monkeypatch, restore_safe_globals):
     with pytest.raises(ValueError, match='arbitrary code'):
         allow_checkpoint_globals(eval)
     monkeypatch.setenv(TRUSTED_GLOBALS_ENV, 'not_a_module_q.X')
-    with pytest.raises(ValueError,
-                       match=f'{TRUSTED_GLOBALS_ENV}.*not_a_module_q.X'):
+    with pytest.raises(ValueError, match=f'{TRUSTED_GLOBALS_ENV}.*not_a_module_q.X'):
         register_safe_globals()
 
 
@@ -334,8 +330,7 @@ def test_getattr_stand_in_is_restricted(tmp_path):
     with pytest.raises(UnsafeCheckpointError) as info:
         load_checkpoint_safely(path)
     message = str(info.value)
-    assert "getattr(mmengine.logging.history_buffer.HistoryBuffer, " \
-           "'__init__')" in message
+    assert "getattr(mmengine.logging.history_buffer.HistoryBuffer, '__init__')" in message
     assert 'weights_only=False' in message  # no opt-in is offered
     assert TRUSTED_GLOBALS_ENV not in message
 
@@ -346,8 +341,7 @@ def test_getattr_stand_in_is_restricted(tmp_path):
 
 
 def test_plain_weights_load_weights_only(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3),
-                                torch.nn.BatchNorm2d(4))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     path = tmp_path / 'weights.pth'
     torch.save(model.state_dict(), path)
     loaded = torch.load(path, map_location='cpu', weights_only=True)
@@ -356,8 +350,7 @@ def test_plain_weights_load_weights_only(tmp_path):
         torch.testing.assert_close(loaded[key], value)
     # The wrapper and mmengine's path agree.
     also = load_checkpoint_safely(path)
-    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3),
-                                torch.nn.BatchNorm2d(4))
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     load_checkpoint(fresh, str(path), map_location='cpu', strict=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(also[key], value)
@@ -369,15 +362,15 @@ def test_allow_list_is_what_the_docs_say():
     described = describe_safe_globals()
     registered = {
         f if isinstance(f, str) else f'{f.__module__}.{f.__qualname__}'
-        for f in (g[1] if isinstance(g, tuple) else g
-                  for g in torch.serialization.get_safe_globals())
+        for f in (
+            g[1] if isinstance(g, tuple) else g for g in torch.serialization.get_safe_globals()
+        )
     }
     assert set(described) <= registered
     assert all(why for why in described.values())
     # The only builtin is the restricted getattr stand-in, never the real one.
     assert getattr not in torch.serialization.get_safe_globals()
-    assert not any(
-        name.startswith(('os.', 'sys.', 'subprocess.')) for name in described)
+    assert not any(name.startswith(('os.', 'sys.', 'subprocess.')) for name in described)
     # Idempotent: a second registration adds nothing.
     before = len(torch.serialization.get_safe_globals())
     register_safe_globals()

@@ -1,4 +1,5 @@
 """AiluRus in MMSegmentation: backbone, configs, stock Runner and tools."""
+
 import os
 import os.path as osp
 import subprocess
@@ -9,21 +10,29 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint, save_checkpoint
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
 from PIL import Image
 
 import ailurus_mm  # noqa: F401
 from ailurus_mm.apis import stock_tool_path
 from ailurus_mm.models import AiluRusVisionTransformer
-from mmseg.models.backbones import VisionTransformer
-from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VIT_T = osp.join(ROOT, 'configs/ailurus/segmenter-ailurus_vit-t_mask_8xb1-160k_ade20k-512x512.py')
 register_all_modules(init_default_scope=True)
 
-TINY = dict(img_size=(64, 96), patch_size=8, embed_dims=48, num_layers=4, num_heads=3,
-            final_norm=True, out_indices=(0, 1, 3), norm_cfg=dict(type='LN', eps=1e-6))
+TINY = dict(
+    img_size=(64, 96),
+    patch_size=8,
+    embed_dims=48,
+    num_layers=4,
+    num_heads=3,
+    final_norm=True,
+    out_indices=(0, 1, 3),
+    norm_cfg=dict(type='LN', eps=1e-6),
+)
 
 
 def build_pair(ailurus=None, **overrides):
@@ -38,11 +47,24 @@ def build_pair(ailurus=None, **overrides):
     return stock, model
 
 
-@pytest.mark.parametrize('ailurus', [dict(enabled=False), dict(keep_ratio=1.0),
-                                     dict(num_clusters=96), dict(method='pool', keep_ratio=0.9)])
-@pytest.mark.parametrize('overrides', [{}, dict(with_cls_token=False),
-                                       dict(output_cls_token=True, out_indices=(3, )),
-                                       dict(out_origin=True, pre_norm=True)])
+@pytest.mark.parametrize(
+    'ailurus',
+    [
+        dict(enabled=False),
+        dict(keep_ratio=1.0),
+        dict(num_clusters=96),
+        dict(method='pool', keep_ratio=0.9),
+    ],
+)
+@pytest.mark.parametrize(
+    'overrides',
+    [
+        {},
+        dict(with_cls_token=False),
+        dict(output_cls_token=True, out_indices=(3,)),
+        dict(out_origin=True, pre_norm=True),
+    ],
+)
 def test_keep_all_equals_stock_bit_for_bit(ailurus, overrides):
     stock, model = build_pair(ailurus, **overrides)
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
@@ -50,8 +72,11 @@ def test_keep_all_equals_stock_bit_for_bit(ailurus, overrides):
         ref, out = stock(x), model(x)
     assert len(ref) == len(out)
     for r, o in zip(ref, out):
-        r, o = (r, o) if isinstance(r, torch.Tensor) else (torch.cat([r[0].flatten(1), r[1]], 1),
-                                                          torch.cat([o[0].flatten(1), o[1]], 1))
+        r, o = (
+            (r, o)
+            if isinstance(r, torch.Tensor)
+            else (torch.cat([r[0].flatten(1), r[1]], 1), torch.cat([o[0].flatten(1), o[1]], 1))
+        )
         assert torch.equal(r, o)
     assert model.last_assignment is None
 
@@ -76,7 +101,8 @@ def test_clustered_outputs_are_full_resolution(hw, method):
     # cluster is constant over its cells
     o = outs[2].flatten(2).transpose(1, 2)
     same = o.gather(1, a.anchors[..., None].expand(-1, -1, 48)).gather(
-        1, a.labels[..., None].expand(-1, -1, 48))
+        1, a.labels[..., None].expand(-1, -1, 48)
+    )
     assert torch.equal(o, same)
     assert model.num_kept(grid) == a.num_clusters or method == 'pool'
 
@@ -107,30 +133,33 @@ def test_deterministic_across_batch_composition():
     x = torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = model(x)[-1]
-        parts = [model(x[i:i + 1])[-1] for i in range(3)]
+        parts = [model(x[i : i + 1])[-1] for i in range(3)]
     for i in range(3):
         assert torch.allclose(full[i], parts[i][0], atol=1e-5)
 
 
-@pytest.mark.parametrize('ailurus, match', [
-    (dict(cluster_after=4), r'ailurus.cluster_after=4 .*\[0, 3\]'),
-    (dict(cluster_after=-1), 'ailurus.cluster_after=-1'),
-    (dict(cluster_after=1.5), 'ailurus.cluster_after=1.5'),
-    (dict(keep_ratio=0.0), r'ailurus.keep_ratio=0.0 .*\(0, 1\]'),
-    (dict(keep_ratio=1.2), 'ailurus.keep_ratio=1.2'),
-    (dict(keep_ratio=None, num_clusters=0), 'ailurus.num_clusters=0'),
-    (dict(keep_ratio=0.5, num_clusters=10), 'either keep_ratio or num_clusters'),
-    (dict(method='kmeans'), "ailurus.method='kmeans'"),
-    (dict(merge='max'), "ailurus.merge='max'"),
-    (dict(k=0), r'ailurus.k=0'),
-    (dict(density_radius=0), 'ailurus.density_radius=0'),
-    (dict(link_radius=40), 'ailurus.link_radius=40'),
-    (dict(assign_radius='3'), "ailurus.assign_radius='3'"),
-    (dict(size_aware='yes'), "ailurus.size_aware='yes'"),
-    (dict(enabled=1), 'ailurus.enabled=1'),
-    (dict(seed=None), 'ailurus.seed=None'),
-    (dict(keep=0.5), r"unknown option\(s\) \['keep'\]"),
-])
+@pytest.mark.parametrize(
+    'ailurus, match',
+    [
+        (dict(cluster_after=4), r'ailurus.cluster_after=4 .*\[0, 3\]'),
+        (dict(cluster_after=-1), 'ailurus.cluster_after=-1'),
+        (dict(cluster_after=1.5), 'ailurus.cluster_after=1.5'),
+        (dict(keep_ratio=0.0), r'ailurus.keep_ratio=0.0 .*\(0, 1\]'),
+        (dict(keep_ratio=1.2), 'ailurus.keep_ratio=1.2'),
+        (dict(keep_ratio=None, num_clusters=0), 'ailurus.num_clusters=0'),
+        (dict(keep_ratio=0.5, num_clusters=10), 'either keep_ratio or num_clusters'),
+        (dict(method='kmeans'), "ailurus.method='kmeans'"),
+        (dict(merge='max'), "ailurus.merge='max'"),
+        (dict(k=0), r'ailurus.k=0'),
+        (dict(density_radius=0), 'ailurus.density_radius=0'),
+        (dict(link_radius=40), 'ailurus.link_radius=40'),
+        (dict(assign_radius='3'), "ailurus.assign_radius='3'"),
+        (dict(size_aware='yes'), "ailurus.size_aware='yes'"),
+        (dict(enabled=1), 'ailurus.enabled=1'),
+        (dict(seed=None), 'ailurus.seed=None'),
+        (dict(keep=0.5), r"unknown option\(s\) \['keep'\]"),
+    ],
+)
 def test_invalid_options_rejected_at_build(ailurus, match):
     with pytest.raises(ValueError, match=match):
         MODELS.build(dict(type='AiluRusVisionTransformer', ailurus=ailurus, **TINY))
@@ -138,7 +167,9 @@ def test_invalid_options_rejected_at_build(ailurus, match):
 
 def test_too_many_clusters_for_input_is_a_clear_error():
     _, model = build_pair(dict(keep_ratio=None, num_clusters=500))
-    with pytest.raises(ValueError, match=r'num_clusters=500 is more than the 96 patch tokens of a 8x12'):
+    with pytest.raises(
+        ValueError, match=r'num_clusters=500 is more than the 96 patch tokens of a 8x12'
+    ):
         model(torch.randn(1, 3, 64, 96))
 
 
@@ -155,9 +186,11 @@ def make_ade(root, n=2, sizes=((48, 64), (40, 56))):
         for i in range(n):
             h, w = sizes[i % len(sizes)]
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-                osp.join(root, 'images', split, f'img_{i}.jpg'))
+                osp.join(root, 'images', split, f'img_{i}.jpg')
+            )
             Image.fromarray(rng.integers(0, 151, (h, w), dtype=np.uint8)).save(
-                osp.join(root, 'annotations', split, f'img_{i}.png'))
+                osp.join(root, 'annotations', split, f'img_{i}.png')
+            )
     return root
 
 
@@ -181,8 +214,16 @@ def ade(tmp_path_factory):
 def vit_t_ckpt(tmp_path_factory):
     """A checkpoint saved from the stock mmseg Segmenter ViT-T (random init)."""
     import mmseg
-    cfg = Config.fromfile(osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', 'segmenter',
-                                   'segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py'))
+
+    cfg = Config.fromfile(
+        osp.join(
+            osp.dirname(mmseg.__file__),
+            '.mim',
+            'configs',
+            'segmenter',
+            'segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py',
+        )
+    )
     assert cfg.model.backbone.type == 'VisionTransformer'
     cfg.model.pretrained = None
     torch.manual_seed(0)
@@ -214,10 +255,16 @@ def test_runner_test_on_tiny_ade(ade, vit_t_ckpt, tmp_path):
 
 
 def test_two_training_iterations_then_test_from_saved_checkpoint(ade, tmp_path):
-    cfg = tiny_cfg(VIT_T, ade, tmp_path,
-                   train_cfg=dict(type='IterBasedTrainLoop', max_iters=2, val_interval=100),
-                   default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2),
-                                      logger=dict(type='LoggerHook', interval=1)))
+    cfg = tiny_cfg(
+        VIT_T,
+        ade,
+        tmp_path,
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=2, val_interval=100),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2),
+            logger=dict(type='LoggerHook', interval=1),
+        ),
+    )
     runner = Runner.from_cfg(cfg)
     before = {k: v.clone() for k, v in runner.model.state_dict().items()}
     runner.train()
@@ -238,8 +285,9 @@ def test_two_training_iterations_then_test_from_saved_checkpoint(ade, tmp_path):
 
 def run_tool(args, cwd):
     env = dict(os.environ, PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -248,29 +296,51 @@ def run_tool(args, cwd):
 def test_test_tools_as_subprocess(tool, ade, vit_t_ckpt, tmp_path):
     script = osp.join(ROOT, 'tools/test.py') if tool == 'ours' else stock_tool_path('mmseg', 'test')
     assert script is not None and osp.isfile(script)
-    out = run_tool([
-        script, VIT_T, vit_t_ckpt, '--work-dir', str(tmp_path), '--cfg-options',
-        f'test_dataloader.dataset.data_root={ade}', 'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False', 'model.backbone.ailurus.keep_ratio=0.5'
-    ], cwd=str(tmp_path))
+    out = run_tool(
+        [
+            script,
+            VIT_T,
+            vit_t_ckpt,
+            '--work-dir',
+            str(tmp_path),
+            '--cfg-options',
+            f'test_dataloader.dataset.data_root={ade}',
+            'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False',
+            'model.backbone.ailurus.keep_ratio=0.5',
+        ],
+        cwd=str(tmp_path),
+    )
     assert 'mIoU' in out and 'keep_ratio=0.5' in out  # the override reached the model
     assert 'Load checkpoint from' in out
 
 
 def test_train_tool_as_subprocess(ade, tmp_path):
-    out = run_tool([
-        osp.join(ROOT, 'tools/train.py'), VIT_T, '--work-dir', str(tmp_path), '--cfg-options',
-        f'train_dataloader.dataset.data_root={ade}', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', f'val_dataloader.dataset.data_root={ade}',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'train_cfg.max_iters=1',
-        'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1'
-    ], cwd=str(tmp_path))
+    out = run_tool(
+        [
+            osp.join(ROOT, 'tools/train.py'),
+            VIT_T,
+            '--work-dir',
+            str(tmp_path),
+            '--cfg-options',
+            f'train_dataloader.dataset.data_root={ade}',
+            'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False',
+            f'val_dataloader.dataset.data_root={ade}',
+            'val_dataloader.num_workers=0',
+            'val_dataloader.persistent_workers=False',
+            'train_cfg.max_iters=1',
+            'train_cfg.val_interval=100',
+            'default_hooks.checkpoint.interval=1',
+        ],
+        cwd=str(tmp_path),
+    )
     assert osp.isfile(osp.join(str(tmp_path), 'iter_1.pth')), out[-2000:]
 
 
-@pytest.mark.parametrize('config', sorted(
-    f for f in os.listdir(osp.join(ROOT, 'configs/ailurus')) if f.endswith('.py')))
+@pytest.mark.parametrize(
+    'config', sorted(f for f in os.listdir(osp.join(ROOT, 'configs/ailurus')) if f.endswith('.py'))
+)
 def test_every_config_builds_with_ailurus_backbone(config):
     cfg = Config.fromfile(osp.join(ROOT, 'configs/ailurus', config))
     assert cfg.custom_imports == dict(imports=['ailurus_mm'], allow_failed_imports=False)
@@ -292,9 +362,22 @@ def test_test_tool_names_refused_object_and_opt_in(ade, vit_t_ckpt, tmp_path):
     bad = str(tmp_path / 'untrusted.pth')
     torch.save(ckpt, bad)
     env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONPATH=osp.dirname(osp.abspath(__file__)))
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), VIT_T, bad, '--cfg-options',
-                           f'test_dataloader.dataset.data_root={ade}', 'test_dataloader.num_workers=0',
-                           'test_dataloader.persistent_workers=False'],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            osp.join(ROOT, 'tools/test.py'),
+            VIT_T,
+            bad,
+            '--cfg-options',
+            f'test_dataloader.dataset.data_root={ade}',
+            'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False',
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     assert 'NotAllowListed' in proc.stderr and 'AILURUS_TRUSTED_GLOBALS' in proc.stderr

@@ -1,4 +1,5 @@
 """The measuring tools run end to end on tiny inputs (no timing is asserted)."""
+
 import json
 import os.path as osp
 import subprocess
@@ -8,10 +9,10 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import save_checkpoint
+from mmseg.registry import MODELS
 
 import ailurus_mm  # noqa: F401
 from ailurus_mm.apis.benchmark import build_twins, count_flops, token_counts
-from mmseg.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VIT_T = osp.join(ROOT, 'configs/ailurus/segmenter-ailurus_vit-t_mask_8xb1-160k_ade20k-512x512.py')
@@ -20,8 +21,14 @@ from test_segmentation import make_ade  # noqa: E402
 
 
 def run(args, cwd):
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**__import__('os').environ, 'PYTHONWARNINGS': 'ignore'})
+    proc = subprocess.run(
+        [sys.executable] + args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__('os').environ, 'PYTHONWARNINGS': 'ignore'},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -37,7 +44,9 @@ def test_twins_share_weights_and_flops_drop():
     f_stock = count_flops(models['stock'].backbone, x, models['stock'].backbone)
     f_ail = count_flops(models['ailurus'].backbone, x, models['ailurus'].backbone)
     assert 1.5 < f_stock / f_ail < 3.0  # keep 0.4 after 2 of 12 layers
-    assert token_counts(models['ailurus'].backbone, (8, 12)) == [97, 97] + [38 + 1] * 10  # floor(0.4 * 96 + 0.5) = 38
+    assert (
+        token_counts(models['ailurus'].backbone, (8, 12)) == [97, 97] + [38 + 1] * 10
+    )  # floor(0.4 * 96 + 0.5) = 38
 
 
 def test_sdpa_flops_counted_like_stock_attention():
@@ -51,10 +60,28 @@ def test_sdpa_flops_counted_like_stock_attention():
 
 
 def test_benchmark_tool(tmp_path):
-    out = run([osp.join(ROOT, 'tools/benchmark.py'), VIT_T, '--size', '128', '160', '--batch-sizes', '1', '2',
-               '--warmup', '0', '--iters', '1', '--sdpa-control', '--images',
-               osp.join(ROOT, '..', 'shared', 'data', 'CamVid', 'val'), '--json',
-               str(tmp_path / 'b.json')], cwd=str(tmp_path))
+    out = run(
+        [
+            osp.join(ROOT, 'tools/benchmark.py'),
+            VIT_T,
+            '--size',
+            '128',
+            '160',
+            '--batch-sizes',
+            '1',
+            '2',
+            '--warmup',
+            '0',
+            '--iters',
+            '1',
+            '--sdpa-control',
+            '--images',
+            osp.join(ROOT, '..', 'shared', 'data', 'CamVid', 'val'),
+            '--json',
+            str(tmp_path / 'b.json'),
+        ],
+        cwd=str(tmp_path),
+    )
     assert '| ailurus | 2 |' in out and 'network GFLOPs' in out and 'Initialized by' not in out
     res = json.load(open(tmp_path / 'b.json'))
     assert {r['model'] for r in res['rows']} == {'stock', 'ailurus', 'stock+sdpa'}
@@ -63,17 +90,36 @@ def test_benchmark_tool(tmp_path):
 
 
 def test_benchmark_tool_rejects_bad_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), VIT_T, '--iters', '0'],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools/benchmark.py'), VIT_T, '--iters', '0'],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and '--iters=0' in proc.stderr
 
 
 def test_benchmark_ops_tool(tmp_path):
-    out = run([osp.join(ROOT, 'tools/benchmark_ops.py'), '--sizes', '64', '144', '--channels', '32', '--iters',
-               '1', '--warmup', '0', '--json', str(tmp_path / 'o.json')], cwd=str(tmp_path))
+    out = run(
+        [
+            osp.join(ROOT, 'tools/benchmark_ops.py'),
+            '--sizes',
+            '64',
+            '144',
+            '--channels',
+            '32',
+            '--iters',
+            '1',
+            '--warmup',
+            '0',
+            '--json',
+            str(tmp_path / 'o.json'),
+        ],
+        cwd=str(tmp_path),
+    )
     rows = json.load(open(tmp_path / 'o.json'))['rows']
-    assert {(r['N'], r['method']) for r in rows} == {(n, m) for n in (64, 144)
-                                                      for m in ('adjacent', 'dpc', 'dpc_global')}
+    assert {(r['N'], r['method']) for r in rows} == {
+        (n, m) for n in (64, 144) for m in ('adjacent', 'dpc', 'dpc_global')
+    }
     assert all(r['peak_mib'] > 0 for r in rows)
     assert '| 144 | 12x12 | adjacent |' in out
 
@@ -86,10 +132,30 @@ def test_sweep_tool(tmp_path):
     model.init_weights()
     ckpt = str(tmp_path / 'm.pth')
     save_checkpoint(dict(state_dict=model.state_dict()), ckpt)
-    out = run([osp.join(ROOT, 'tools/analysis/sweep.py'), VIT_T, ckpt, '--cluster-after', '2', '--keep', '0.5',
-               '--methods', 'tome', '--variant', 'nosize:size_aware=False,keep_ratio=0.5', '--num-images', '1',
-               '--time-images', '1', '--out-dir', str(tmp_path / 'sw'), '--cfg-options',
-               f'test_dataloader.dataset.data_root={ade}'], cwd=str(tmp_path))
+    out = run(
+        [
+            osp.join(ROOT, 'tools/analysis/sweep.py'),
+            VIT_T,
+            ckpt,
+            '--cluster-after',
+            '2',
+            '--keep',
+            '0.5',
+            '--methods',
+            'tome',
+            '--variant',
+            'nosize:size_aware=False,keep_ratio=0.5',
+            '--num-images',
+            '1',
+            '--time-images',
+            '1',
+            '--out-dir',
+            str(tmp_path / 'sw'),
+            '--cfg-options',
+            f'test_dataloader.dataset.data_root={ade}',
+        ],
+        cwd=str(tmp_path),
+    )
     assert '| reference |' in out and '| tome L2 k0.5 |' in out and '| nosize |' in out
     res = json.load(open(tmp_path / 'sw' / 'sweep.json'))
     names = [r['name'] for r in res['rows']]
@@ -99,14 +165,18 @@ def test_sweep_tool(tmp_path):
     assert all(osp.isfile(tmp_path / 'sw' / f) for f in ('sweep.md', 'sweep.csv', 'sweep.png'))
 
 
-@pytest.mark.parametrize('bad, match', [('nosize', 'expected name:key=value'),
-                                        ('x:size_aware', 'is not key=value')])
+@pytest.mark.parametrize(
+    'bad, match', [('nosize', 'expected name:key=value'), ('x:size_aware', 'is not key=value')]
+)
 def test_sweep_variant_parsing(bad, match):
     sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
     import argparse
 
     import sweep
+
     with pytest.raises(argparse.ArgumentTypeError, match=match):
         sweep.parse_variant(bad)
     assert sweep.parse_variant('a:keep_ratio=0.5,size_aware=False,method=tome') == (
-        'a', dict(keep_ratio=0.5, size_aware=False, method='tome'))
+        'a',
+        dict(keep_ratio=0.5, size_aware=False, method='tome'),
+    )

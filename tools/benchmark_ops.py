@@ -10,6 +10,7 @@ of the step (allocations live at once, from the profiler's memory events).
     python tools/benchmark_ops.py                    # markdown table
     python tools/benchmark_ops.py --sizes 1600 --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def timeit(fn, warmup, iters):
 def peak_mib(fn):
     """Peak of the bytes allocated by ``fn`` over its run, from the profiler's
     allocation/free events in time order (CPU tensors have no allocator stats)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
     cur = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -65,15 +67,25 @@ def peak_mib(fn):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument('--sizes', type=int, nargs='+', default=[256, 1024, 1600, 4096, 16384])
     ap.add_argument('--channels', type=int, default=1024)
     ap.add_argument('--keep', type=float, default=0.4)
     ap.add_argument('--methods', nargs='+', default=['adjacent', 'dpc', 'dpc_global'])
-    ap.add_argument('--global-max-n', type=int, default=4096,
-                    help='skip dpc_global above this N (its N x N buffers need GBs)')
-    ap.add_argument('--layers', type=int, default=22,
-                    help='layers that run on the kept tokens (ViT-L after layer 2: 22)')
+    ap.add_argument(
+        '--global-max-n',
+        type=int,
+        default=4096,
+        help='skip dpc_global above this N (its N x N buffers need GBs)',
+    )
+    ap.add_argument(
+        '--layers',
+        type=int,
+        default=22,
+        help='layers that run on the kept tokens (ViT-L after layer 2: 22)',
+    )
     ap.add_argument('--threads', type=int, default=torch.get_num_threads())
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--iters', type=int, default=5)
@@ -82,12 +94,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     c = args.channels
-    layer = torch.nn.TransformerEncoderLayer(c, 16, 4 * c, batch_first=True, norm_first=True,
-                                             activation='gelu').eval()
+    layer = torch.nn.TransformerEncoderLayer(
+        c, 16, 4 * c, batch_first=True, norm_first=True, activation='gelu'
+    ).eval()
     rows = []
-    print(f'# threads={args.threads} warmup={args.warmup} iters={args.iters} (median) '
-          f'C={c} keep={args.keep} torch={torch.__version__} {platform.processor() or platform.machine()} '
-          f'load={os.getloadavg()[0]:.2f}', file=sys.stderr)
+    print(
+        f'# threads={args.threads} warmup={args.warmup} iters={args.iters} (median) '
+        f'C={c} keep={args.keep} torch={torch.__version__} {platform.processor() or platform.machine()} '
+        f'load={os.getloadavg()[0]:.2f}',
+        file=sys.stderr,
+    )
     with torch.no_grad():
         for n in args.sizes:
             hw = grid_for(n)
@@ -101,19 +117,41 @@ def main(argv=None):
                     continue
                 print(f'N={n} {method} ...', file=sys.stderr, flush=True)
                 t = timeit(lambda: step(x, hw, args.keep, method), args.warmup, iters)
-                mem = float('nan') if args.no_memory else peak_mib(lambda: step(x, hw, args.keep, method))
-                rows.append(dict(N=n, grid=f'{hw[0]}x{hw[1]}', method=method, kept=kept, step_ms=t * 1e3,
-                                 peak_mib=mem, layer_ms=t_layer * 1e3, layer_kept_ms=t_kept * 1e3,
-                                 share_of_kept_forward=t / (args.layers * t_kept)))
-    print(f'| N | grid | method | cluster+merge+unfold ms | peak MiB | ViT-L layer ms @N | '
-          f'@kept ({args.keep}) | step / {args.layers} layers @kept |')
+                mem = (
+                    float('nan')
+                    if args.no_memory
+                    else peak_mib(lambda: step(x, hw, args.keep, method))
+                )
+                rows.append(
+                    dict(
+                        N=n,
+                        grid=f'{hw[0]}x{hw[1]}',
+                        method=method,
+                        kept=kept,
+                        step_ms=t * 1e3,
+                        peak_mib=mem,
+                        layer_ms=t_layer * 1e3,
+                        layer_kept_ms=t_kept * 1e3,
+                        share_of_kept_forward=t / (args.layers * t_kept),
+                    )
+                )
+    print(
+        f'| N | grid | method | cluster+merge+unfold ms | peak MiB | ViT-L layer ms @N | '
+        f'@kept ({args.keep}) | step / {args.layers} layers @kept |'
+    )
     print('|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['N']} | {r['grid']} | {r['method']} | {r['step_ms']:.1f} | {r['peak_mib']:.0f} | "
-              f"{r['layer_ms']:.1f} | {r['layer_kept_ms']:.1f} | {100 * r['share_of_kept_forward']:.2f}% |")
+        print(
+            f'| {r["N"]} | {r["grid"]} | {r["method"]} | {r["step_ms"]:.1f} | {r["peak_mib"]:.0f} | '
+            f'{r["layer_ms"]:.1f} | {r["layer_kept_ms"]:.1f} | {100 * r["share_of_kept_forward"]:.2f}% |'
+        )
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(threads=args.threads, warmup=args.warmup, iters=args.iters, rows=rows), f, indent=1)
+            json.dump(
+                dict(threads=args.threads, warmup=args.warmup, iters=args.iters, rows=rows),
+                f,
+                indent=1,
+            )
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ process. Prints mIoU and speed-up side by side and writes a PNG: the image with
 the cluster borders (adaptive resolution), the reference prediction, the
 AiluRus prediction and the ground truth.
 """
+
 import argparse
 import os
 import os.path as osp
@@ -26,10 +27,15 @@ DEFAULT_DATA = osp.normpath(osp.join(ROOT, '..', 'shared', 'data', 'CamVid'))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--config', default=DEFAULT_CONFIG, help='an AiluRus mmseg config')
-    p.add_argument('--checkpoint', default=None,
-                   help='full checkpoint (default: assembled from the converted DINOv2 and the trained head)')
+    p.add_argument(
+        '--checkpoint',
+        default=None,
+        help='full checkpoint (default: assembled from the converted DINOv2 and the trained head)',
+    )
     p.add_argument('--data-root', default=DEFAULT_DATA)
     p.add_argument('--split', default='val')
     p.add_argument('--num-images', type=int, default=8)
@@ -43,6 +49,7 @@ def parse_args(argv=None):
 def cluster_borders(img_rgb: np.ndarray, labels: np.ndarray, grid, patch: int) -> np.ndarray:
     """The image (resized to the token grid) with borders between clusters drawn in yellow."""
     import mmcv
+
     cell = np.kron(labels.reshape(grid), np.ones((patch, patch), dtype=labels.dtype))
     edge = np.zeros(cell.shape, bool)
     edge[1:, :] |= cell[1:, :] != cell[:-1, :]
@@ -54,7 +61,7 @@ def cluster_borders(img_rgb: np.ndarray, labels: np.ndarray, grid, patch: int) -
 
 def colorize(label: np.ndarray, palette, ignore: int) -> np.ndarray:
     pal = np.zeros((256, 3), np.uint8)
-    pal[:len(palette)] = np.asarray(palette, np.uint8)
+    pal[: len(palette)] = np.asarray(palette, np.uint8)
     out = pal[label]
     out[label == ignore] = 0
     return out
@@ -64,22 +71,27 @@ def main(argv=None):
     args = parse_args(argv)
     img_dir = osp.join(args.data_root, args.split)
     if not osp.isdir(img_dir):
-        sys.exit(f'CamVid not found: {img_dir} does not exist. The demo reads the SegNet CamVid layout '
-                 f'({args.split}/ and {args.split}annot/ PNGs); point it elsewhere with '
-                 f'--data-root /path/to/CamVid')
+        sys.exit(
+            f'CamVid not found: {img_dir} does not exist. The demo reads the SegNet CamVid layout '
+            f'({args.split}/ and {args.split}annot/ PNGs); point it elsewhere with '
+            f'--data-root /path/to/CamVid'
+        )
     from mmengine.config import Config
     from mmengine.runner import Runner, load_checkpoint
     from mmseg.registry import METRICS, MODELS
 
     import ailurus_mm  # noqa: F401
     from ailurus_mm.apis.benchmark import _quiet_logs, evaluate, time_model
+
     cfg = Config.fromfile(args.config)
     from mmengine.registry import init_default_scope
+
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     ckpt = args.checkpoint
     if ckpt is None:
         sys.path.insert(0, osp.join(ROOT, 'tools', 'camvid'))
         from assemble_checkpoint import assemble
+
         ckpt = str(assemble())
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
@@ -91,8 +103,10 @@ def main(argv=None):
 
     dl = cfg.test_dataloader.copy()
     dl.update(num_workers=0, persistent_workers=False, batch_size=1)
-    dl.dataset.update(data_root=args.data_root,
-                      data_prefix=dict(img_path=args.split, seg_map_path=f'{args.split}annot'))
+    dl.dataset.update(
+        data_root=args.data_root,
+        data_prefix=dict(img_path=args.split, seg_map_path=f'{args.split}annot'),
+    )
     loader = Runner.build_dataloader(dl)
     batches = [d for _, d in zip(range(args.num_images), loader)]
     metric = METRICS.build(dict(cfg.test_evaluator))
@@ -109,19 +123,28 @@ def main(argv=None):
     ref, ail = results['reference'], results['AiluRus']
     grid = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
     print(f'model: {osp.relpath(args.config, ROOT)}  checkpoint: {ckpt}')
-    print(f'images: first {len(batches)} of {img_dir}, input {tuple(x.shape[-2:])}, '
-          f'{grid[0] * grid[1]} patch tokens, threads {torch.get_num_threads()}, batch 1, '
-          'times after one warm-up pass')
-    print(f"AiluRus: cluster after layer {on['cluster_after']}, keep {on['keep_ratio']} "
-          f"({bb.num_kept(grid)} tokens), method {on['method']}")
+    print(
+        f'images: first {len(batches)} of {img_dir}, input {tuple(x.shape[-2:])}, '
+        f'{grid[0] * grid[1]} patch tokens, threads {torch.get_num_threads()}, batch 1, '
+        'times after one warm-up pass'
+    )
+    print(
+        f'AiluRus: cluster after layer {on["cluster_after"]}, keep {on["keep_ratio"]} '
+        f'({bb.num_kept(grid)} tokens), method {on["method"]}'
+    )
     print('| model | mIoU | aAcc | backbone ms/img | end-to-end ms/img |')
     print('|---|---|---|---|---|')
     for name, (res, tb, ta) in results.items():
-        print(f"| {name} | {res['mIoU']:.2f} | {res['aAcc']:.2f} | {1e3 * tb:.0f} | {1e3 * ta:.0f} |")
-    print(f"mIoU change {ail[0]['mIoU'] - ref[0]['mIoU']:+.2f}; speed-up backbone {ref[1] / ail[1]:.2f}x, "
-          f'end-to-end {ref[2] / ail[2]:.2f}x (this handful of images; docs/results.md has the full val set)')
+        print(
+            f'| {name} | {res["mIoU"]:.2f} | {res["aAcc"]:.2f} | {1e3 * tb:.0f} | {1e3 * ta:.0f} |'
+        )
+    print(
+        f'mIoU change {ail[0]["mIoU"] - ref[0]["mIoU"]:+.2f}; speed-up backbone {ref[1] / ail[1]:.2f}x, '
+        f'end-to-end {ref[2] / ail[2]:.2f}x (this handful of images; docs/results.md has the full val set)'
+    )
 
     import mmcv
+
     bb.ailurus = on
     with torch.no_grad():
         model.test_step(batches[0])
@@ -132,14 +155,19 @@ def main(argv=None):
     palette, ignore = loader.dataset.metainfo['palette'], 11
     h, w = gt.shape
     panels = [mmcv.imresize(cluster_borders(img, a.labels[0].numpy(), grid, bb.patch_size), (w, h))]
-    panels += [colorize(preds['reference'], palette, ignore), colorize(preds['AiluRus'], palette, ignore),
-               colorize(gt, palette, ignore)]
+    panels += [
+        colorize(preds['reference'], palette, ignore),
+        colorize(preds['AiluRus'], palette, ignore),
+        colorize(gt, palette, ignore),
+    ]
     sheet = np.concatenate([np.concatenate(panels[:2], 1), np.concatenate(panels[2:], 1)], 0)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     mmcv.imwrite(sheet[..., ::-1], args.out)
-    print(f'wrote {args.out}: clusters on the image (top left; {a.num_clusters} clusters, '
-          f'{int((a.sizes == 1).sum())} of them single tokens, largest {int(a.sizes.max())}), '
-          'reference prediction (top right), AiluRus prediction (bottom left), ground truth (bottom right)')
+    print(
+        f'wrote {args.out}: clusters on the image (top left; {a.num_clusters} clusters, '
+        f'{int((a.sizes == 1).sum())} of them single tokens, largest {int(a.sizes.max())}), '
+        'reference prediction (top right), AiluRus prediction (bottom left), ground truth (bottom right)'
+    )
 
 
 if __name__ == '__main__':

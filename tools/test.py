@@ -6,6 +6,7 @@
 Dispatches by the config's ``default_scope`` to the test script shipped in the
 installed package, so every stock option works as documented there.
 """
+
 import os.path as osp
 import sys
 

@@ -2,6 +2,7 @@
 
 Used by ``tools/benchmark.py`` (segmentation speed) and the real-model tools.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,16 @@ import torch
 from torch import nn
 
 __all__ = [
-    'stock_config', 'build_twins', 'load_images', 'random_images', 'time_fn', 'count_flops',
-    'token_counts', 'sdpa_flop_jit', 'evaluate', 'time_model'
+    'stock_config',
+    'build_twins',
+    'load_images',
+    'random_images',
+    'time_fn',
+    'count_flops',
+    'token_counts',
+    'sdpa_flop_jit',
+    'evaluate',
+    'time_model',
 ]
 
 
@@ -33,8 +42,9 @@ def stock_config(model_cfg):
     return cfg
 
 
-def build_twins(cfg, checkpoint: Optional[str] = None, seed: int = 0,
-                variants: Optional[Dict[str, dict]] = None) -> Dict[str, nn.Module]:
+def build_twins(
+    cfg, checkpoint: Optional[str] = None, seed: int = 0, variants: Optional[Dict[str, dict]] = None
+) -> Dict[str, nn.Module]:
     """Build the stock model and AiluRus variants with identical weights.
 
     Args:
@@ -50,6 +60,7 @@ def build_twins(cfg, checkpoint: Optional[str] = None, seed: int = 0,
     """
     from mmengine.runner import load_checkpoint
     from mmseg.registry import MODELS
+
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pretrained = None
     model_cfg.backbone.pop('init_cfg', None)
@@ -76,6 +87,7 @@ def build_twins(cfg, checkpoint: Optional[str] = None, seed: int = 0,
 @contextlib.contextmanager
 def _quiet_logs():
     from mmengine.logging import MMLogger
+
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -95,6 +107,7 @@ def load_images(folder: str, n: int, hw: Tuple[int, int]) -> List[torch.Tensor]:
     """The first ``n`` images (sorted names) of ``folder``, resized to ``hw``,
     as uint8 BGR ``[3, H, W]`` tensors (what mmseg's loaders produce)."""
     import mmcv
+
     exts = ('.png', '.jpg', '.jpeg', '.bmp')
     if not osp.isdir(folder):
         raise FileNotFoundError(f'image folder not found: {folder}')
@@ -131,6 +144,7 @@ def sdpa_flop_jit(inputs, outputs):
     """MACs of ``aten::scaled_dot_product_attention`` (q k^T and attn v),
     counted like mmengine counts the ``bmm`` pair of the stock attention."""
     from mmengine.analysis.jit_handles import get_shape
+
     q, k = get_shape(inputs[0]), get_shape(inputs[1])
     *batch, length, dim = q
     src = k[-2]
@@ -138,7 +152,6 @@ def sdpa_flop_jit(inputs, outputs):
 
 
 class _Call(nn.Module):
-
     def __init__(self, fn):
         super().__init__()
         self.fn = fn
@@ -152,12 +165,13 @@ def count_flops(fn: Callable, x: torch.Tensor, module: Optional[nn.Module] = Non
     import warnings
 
     from mmengine.analysis import FlopAnalyzer
+
     wrapper = _Call(fn)
     if module is not None:
         wrapper.add_module('inner', module)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
-        fa = FlopAnalyzer(wrapper, inputs=(x, ))
+        fa = FlopAnalyzer(wrapper, inputs=(x,))
         fa.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
         fa.unsupported_ops_warnings(False)
         fa.uncalled_modules_warnings(False)
@@ -174,12 +188,17 @@ def token_counts(backbone, hw: Tuple[int, int]) -> List[int]:
     m = backbone.num_kept(hw)
     if cfg['method'] == 'pool':
         from ..ops import pool_stride
+
         s = pool_stride(cfg['keep_ratio'] or m, n)
         m = -(-hw[0] // s) * -(-hw[1] // s)
-    return [n + prefix if i < cfg['cluster_after'] else m + prefix for i in range(len(backbone.layers))]
+    return [
+        n + prefix if i < cfg['cluster_after'] else m + prefix for i in range(len(backbone.layers))
+    ]
 
 
-def evaluate(model: nn.Module, batches: Sequence[dict], metric) -> Tuple[dict, List[float], List[bool]]:
+def evaluate(
+    model: nn.Module, batches: Sequence[dict], metric
+) -> Tuple[dict, List[float], List[bool]]:
     """Run ``model.test_step`` over loaded batches into an mmseg ``IoUMetric``.
 
     Args:

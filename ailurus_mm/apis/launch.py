@@ -7,6 +7,7 @@ importing ``ailurus_mm`` (registration and safe checkpoint loading). mmseg
 1.2.2's wheel ships no ``train.py``; ``tools/train.py`` carries the stock
 mmseg training entry for that case.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ SCOPES = ('mmseg', 'mmdet')
 def config_scope(config: str) -> str:
     """The ``default_scope`` of a config file (``'mmseg'`` or ``'mmdet'``)."""
     from mmengine.config import Config
+
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
     scope = Config.fromfile(config).get('default_scope')
@@ -55,6 +57,7 @@ def run_stock_tool(name: str, argv: Optional[List[str]] = None) -> bool:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     import ailurus_mm  # noqa: F401  (registries + torch.load allow-list)
+
     if any(a in ('-h', '--help') for a in argv) and not any(a.endswith('.py') for a in argv):
         return False
     scope = config_scope(_config_arg(argv))
@@ -68,8 +71,11 @@ def run_stock_tool(name: str, argv: Optional[List[str]] = None) -> bool:
     except pickle.UnpicklingError as e:
         # torch's weights-only refusal names the object but not our opt-in
         from ..utils import UnsafeCheckpointError, explain_unsafe_load
+
         if isinstance(e, UnsafeCheckpointError):
             raise
-        ckpt = next((a for a in argv if a.endswith(('.pth', '.pt', '.ckpt')) and osp.isfile(a)), None)
+        ckpt = next(
+            (a for a in argv if a.endswith(('.pth', '.pt', '.ckpt')) and osp.isfile(a)), None
+        )
         raise explain_unsafe_load(e, ckpt) from e
     return True

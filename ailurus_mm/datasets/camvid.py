@@ -24,6 +24,7 @@ explicitly:
 ``configs/_base_/datasets/camvid.py`` sets the metric and crop; model configs
 must set the loss and the data preprocessor.
 """
+
 import os
 import os.path as osp
 from typing import List
@@ -57,29 +58,55 @@ class CamVidDataset(BaseSegDataset):
 
     # Colours are SegNet-Tutorial's (Scripts/test_segmentation_camvid.py);
     # Pavement is [60, 40, 222] there, unlike raw CamVid's Sidewalk colour.
-    METAINFO = dict(classes=('Sky', 'Building', 'Pole', 'Road', 'Pavement',
-                             'Tree', 'SignSymbol', 'Fence', 'Car',
-                             'Pedestrian', 'Bicyclist'),
-                    palette=[[128, 128, 128], [128, 0, 0], [192, 192, 128],
-                             [128, 64, 128], [60, 40, 222], [128, 128, 0],
-                             [192, 128, 128], [64, 64, 128], [64, 0, 128],
-                             [64, 64, 0], [0, 128, 192]])
+    METAINFO = dict(
+        classes=(
+            'Sky',
+            'Building',
+            'Pole',
+            'Road',
+            'Pavement',
+            'Tree',
+            'SignSymbol',
+            'Fence',
+            'Car',
+            'Pedestrian',
+            'Bicyclist',
+        ),
+        palette=[
+            [128, 128, 128],
+            [128, 0, 0],
+            [192, 192, 128],
+            [128, 64, 128],
+            [60, 40, 222],
+            [128, 128, 0],
+            [192, 128, 128],
+            [64, 64, 128],
+            [64, 0, 128],
+            [64, 64, 0],
+            [0, 128, 192],
+        ],
+    )
 
-    def __init__(self,
-                 img_suffix: str = '.png',
-                 seg_map_suffix: str = '.png',
-                 reduce_zero_label: bool = False,
-                 ignore_index: int = VOID_INDEX,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        img_suffix: str = '.png',
+        seg_map_suffix: str = '.png',
+        reduce_zero_label: bool = False,
+        ignore_index: int = VOID_INDEX,
+        **kwargs,
+    ) -> None:
         if reduce_zero_label:
             raise ValueError(
                 'CamVidDataset: reduce_zero_label must be False (label 0 is '
-                "'Sky', a real class; void is 11), got True.")
-        super().__init__(img_suffix=img_suffix,
-                         seg_map_suffix=seg_map_suffix,
-                         reduce_zero_label=reduce_zero_label,
-                         ignore_index=ignore_index,
-                         **kwargs)
+                "'Sky', a real class; void is 11), got True."
+            )
+        super().__init__(
+            img_suffix=img_suffix,
+            seg_map_suffix=seg_map_suffix,
+            reduce_zero_label=reduce_zero_label,
+            ignore_index=ignore_index,
+            **kwargs,
+        )
 
     def load_data_list(self) -> List[dict]:
         """List image/label pairs, failing clearly on a wrong path.
@@ -98,31 +125,38 @@ class CamVidDataset(BaseSegDataset):
                 label folder is missing, the image folder holds no
                 ``img_suffix`` file, or an image has no label map.
         """
-        hint = (' (data_root relative paths are resolved from the current '
-                f'directory {os.getcwd()!r}; override it with --cfg-options '
-                'train_dataloader.dataset.data_root=... and the same for '
-                'val_dataloader/test_dataloader)')
+        hint = (
+            ' (data_root relative paths are resolved from the current '
+            f'directory {os.getcwd()!r}; override it with --cfg-options '
+            'train_dataloader.dataset.data_root=... and the same for '
+            'val_dataloader/test_dataloader)'
+        )
         if self.data_root is not None and not osp.isdir(self.data_root):
             raise FileNotFoundError(
                 f'CamVid data_root {self.data_root!r} is not a directory '
-                f'(resolved: {osp.abspath(self.data_root)!r}){hint}.')
+                f'(resolved: {osp.abspath(self.data_root)!r}){hint}.'
+            )
         for key in ('img_path', 'seg_map_path'):
             folder = self.data_prefix.get(key)
             if folder and not osp.isdir(folder):
                 raise FileNotFoundError(
                     f'CamVid data_prefix[{key!r}] folder {folder!r} does not '
-                    f'exist (resolved: {osp.abspath(folder)!r}){hint}.')
+                    f'exist (resolved: {osp.abspath(folder)!r}){hint}.'
+                )
         data_list = super().load_data_list()
         if not data_list:
             raise FileNotFoundError(
                 f'CamVid: no {self.img_suffix!r} images in '
-                f'{self.data_prefix.get("img_path")!r}{hint}.')
+                f'{self.data_prefix.get("img_path")!r}{hint}.'
+            )
         missing = [
-            d['seg_map_path'] for d in data_list
+            d['seg_map_path']
+            for d in data_list
             if 'seg_map_path' in d and not osp.isfile(d['seg_map_path'])
         ]
         if missing:
             raise FileNotFoundError(
                 f'CamVid: {len(missing)} of {len(data_list)} images have no '
-                f'label map, e.g. {missing[:3]}.')
+                f'label map, e.g. {missing[:3]}.'
+            )
         return data_list

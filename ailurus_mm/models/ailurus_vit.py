@@ -1,4 +1,5 @@
 """AiluRus for MMSegmentation's plain ``VisionTransformer``."""
+
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,17 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..ops import (MERGE_MODES, REDUCTION_METHODS, ClusterAssignment, merge_tokens, reduce_tokens,
-                   resolve_num_clusters, size_attn_bias, unfold_tokens, validate_cluster_options)
+from ..ops import (
+    MERGE_MODES,
+    REDUCTION_METHODS,
+    ClusterAssignment,
+    merge_tokens,
+    reduce_tokens,
+    resolve_num_clusters,
+    size_attn_bias,
+    unfold_tokens,
+    validate_cluster_options,
+)
 from ..ops.cluster import DEFAULT_OPTIONS
 from .layers import check_layer_supported, sized_layer_forward
 
@@ -46,10 +56,14 @@ def build_ailurus_cfg(cfg: Optional[dict], num_layers: int) -> dict:
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(DEFAULT_AILURUS))
     if unknown:
-        raise ValueError(f'ailurus: unknown option(s) {unknown}; allowed: {sorted(DEFAULT_AILURUS)}')
+        raise ValueError(
+            f'ailurus: unknown option(s) {unknown}; allowed: {sorted(DEFAULT_AILURUS)}'
+        )
     if cfg.get('num_clusters') is not None and cfg.get('keep_ratio') is not None:
-        raise ValueError('ailurus: give either keep_ratio or num_clusters, not both '
-                         f"(keep_ratio={cfg['keep_ratio']!r}, num_clusters={cfg['num_clusters']!r})")
+        raise ValueError(
+            'ailurus: give either keep_ratio or num_clusters, not both '
+            f'(keep_ratio={cfg["keep_ratio"]!r}, num_clusters={cfg["num_clusters"]!r})'
+        )
     if cfg.get('num_clusters') is not None:
         cfg.setdefault('keep_ratio', None)
     out = copy.deepcopy(DEFAULT_AILURUS)
@@ -59,8 +73,10 @@ def build_ailurus_cfg(cfg: Optional[dict], num_layers: int) -> dict:
             raise ValueError(f'ailurus.{key}={out[key]!r} must be True or False')
     ca = out['cluster_after']
     if isinstance(ca, bool) or not isinstance(ca, int) or not 0 <= ca <= num_layers - 1:
-        raise ValueError(f'ailurus.cluster_after={ca!r} is outside the allowed range: an int in '
-                         f'[0, {num_layers - 1}] (layers run on all tokens before clustering)')
+        raise ValueError(
+            f'ailurus.cluster_after={ca!r} is outside the allowed range: an int in '
+            f'[0, {num_layers - 1}] (layers run on all tokens before clustering)'
+        )
     if out['keep_ratio'] is not None:
         kr = out['keep_ratio']
         if isinstance(kr, bool) or not isinstance(kr, (int, float)) or not 0 < kr <= 1:
@@ -69,18 +85,25 @@ def build_ailurus_cfg(cfg: Optional[dict], num_layers: int) -> dict:
     else:
         m = out['num_clusters']
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f'ailurus.num_clusters={m!r} must be an int >= 1 (and <= the '
-                             'number of patch tokens, checked per input)')
+            raise ValueError(
+                f'ailurus.num_clusters={m!r} must be an int >= 1 (and <= the '
+                'number of patch tokens, checked per input)'
+            )
     if out['method'] not in REDUCTION_METHODS:
-        raise ValueError(f"ailurus.method={out['method']!r} is not one of {REDUCTION_METHODS}")
+        raise ValueError(f'ailurus.method={out["method"]!r} is not one of {REDUCTION_METHODS}')
     if out['merge'] not in MERGE_MODES:
-        raise ValueError(f"ailurus.merge={out['merge']!r} is not one of {MERGE_MODES}")
+        raise ValueError(f'ailurus.merge={out["merge"]!r} is not one of {MERGE_MODES}')
     if isinstance(out['seed'], bool) or not isinstance(out['seed'], int):
-        raise ValueError(f"ailurus.seed={out['seed']!r} must be an int")
+        raise ValueError(f'ailurus.seed={out["seed"]!r} must be an int')
     try:
-        validate_cluster_options('dpc' if out['method'] not in ('adjacent', 'dpc_global') else
-                                 out['method'], out['k'], out['density_radius'], out['link_radius'],
-                                 out['assign_radius'], out['link_to'])
+        validate_cluster_options(
+            'dpc' if out['method'] not in ('adjacent', 'dpc_global') else out['method'],
+            out['k'],
+            out['density_radius'],
+            out['link_radius'],
+            out['assign_radius'],
+            out['link_to'],
+        )
     except ValueError as e:
         raise ValueError(f'ailurus.{e}') from None
     return out
@@ -144,15 +167,23 @@ class AiluRusVisionTransformer(VisionTransformer):
         if cfg['keep_ratio'] is not None:
             return resolve_num_clusters(cfg['keep_ratio'], n)
         if cfg['num_clusters'] > n:
-            raise ValueError(f"ailurus.num_clusters={cfg['num_clusters']} is more than the "
-                             f'{n} patch tokens of a {hw[0]}x{hw[1]} grid')
+            raise ValueError(
+                f'ailurus.num_clusters={cfg["num_clusters"]} is more than the '
+                f'{n} patch tokens of a {hw[0]}x{hw[1]} grid'
+            )
         return cfg['num_clusters']
 
     def _cluster(self, patches: Tensor, hw: Tuple[int, int]) -> ClusterAssignment:
         cfg = self.ailurus
         budget = cfg['keep_ratio'] if cfg['keep_ratio'] is not None else self.num_kept(hw)
-        return reduce_tokens(patches, hw, budget, method=cfg['method'], seed=cfg['seed'],
-                             **{key: cfg[key] for key in DEFAULT_OPTIONS if key != 'method'})
+        return reduce_tokens(
+            patches,
+            hw,
+            budget,
+            method=cfg['method'],
+            seed=cfg['seed'],
+            **{key: cfg[key] for key in DEFAULT_OPTIONS if key != 'method'},
+        )
 
     def _to_map(self, x: Tensor, hw, num_prefix: int, assign: Optional[ClusterAssignment]):
         patches = x[:, num_prefix:]

@@ -8,6 +8,7 @@ same layer, same parameters and same dropout/drop-path modules, but calls
 ``scaled_dot_product_attention`` with the ``log(size)`` bias, which keeps the
 fused kernel and adds no N x N buffer.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -25,10 +26,14 @@ def check_layer_supported(layer: nn.Module) -> None:
     that :func:`sized_layer_forward` reproduces."""
     mha = getattr(getattr(layer, 'attn', None), 'attn', None)
     if not isinstance(mha, nn.MultiheadAttention):
-        raise ValueError(f'{type(layer).__name__}: expected layer.attn.attn to be nn.MultiheadAttention')
+        raise ValueError(
+            f'{type(layer).__name__}: expected layer.attn.attn to be nn.MultiheadAttention'
+        )
     if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-        raise ValueError(f'{type(layer).__name__}: size-aware attention supports self-attention '
-                         'with packed qkv, no bias_k/bias_v and no add_zero_attn')
+        raise ValueError(
+            f'{type(layer).__name__}: size-aware attention supports self-attention '
+            'with packed qkv, no bias_k/bias_v and no add_zero_attn'
+        )
     if not getattr(layer.attn, 'batch_first', False):
         raise ValueError(f'{type(layer).__name__}: size-aware attention needs batch_first=True')
     if not hasattr(layer, 'ffn') or not hasattr(layer, 'norm1') or not hasattr(layer, 'norm2'):
@@ -42,8 +47,9 @@ def _sized_attention(attn_module: nn.Module, x: Tensor, bias: Optional[Tensor]) 
     heads = mha.num_heads
     qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
     q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                         dropout_p=mha.dropout if mha.training else 0.0)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias, dropout_p=mha.dropout if mha.training else 0.0
+    )
     out = mha.out_proj(out.transpose(1, 2).reshape(b, n, c))
     return attn_module.dropout_layer(attn_module.proj_drop(out))
 

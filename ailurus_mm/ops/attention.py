@@ -7,6 +7,7 @@ attention over the un-merged sequence in which token ``j`` appears
 mask that broadcasts over queries and heads, it keeps the fused attention
 kernels in use and costs no N x N buffer of its own.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -18,8 +19,9 @@ from torch import Tensor
 __all__ = ['size_attn_bias', 'size_aware_attention']
 
 
-def size_attn_bias(sizes: Tensor, num_prefix: int = 0,
-                   dtype: Optional[torch.dtype] = None) -> Tensor:
+def size_attn_bias(
+    sizes: Tensor, num_prefix: int = 0, dtype: Optional[torch.dtype] = None
+) -> Tensor:
     """Additive attention mask ``log(size)`` of every key token.
 
     Args:
@@ -46,8 +48,9 @@ def size_attn_bias(sizes: Tensor, num_prefix: int = 0,
     return bias.to(dtype or sizes.dtype)[:, None, None, :]
 
 
-def size_aware_attention(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None,
-                         dropout_p: float = 0.0) -> Tensor:
+def size_aware_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None, dropout_p: float = 0.0
+) -> Tensor:
     """``scaled_dot_product_attention`` with the size bias as its float mask.
 
     Args:

@@ -14,6 +14,7 @@ measures only how the tokens were grouped:
 
 :func:`reduce_tokens` dispatches by method name, AiluRus readings included.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,11 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cluster import (CLUSTER_METHODS, DEFAULT_OPTIONS, ClusterAssignment, _check_inputs,
-                      assignment_from_labels, cluster_tokens, resolve_num_clusters)
+from .cluster import (
+    CLUSTER_METHODS,
+    DEFAULT_OPTIONS,
+    ClusterAssignment,
+    _check_inputs,
+    assignment_from_labels,
+    cluster_tokens,
+    resolve_num_clusters,
+)
 
-__all__ = ['BASELINE_METHODS', 'REDUCTION_METHODS', 'assignment_from_groups', 'pool_assignment',
-           'random_assignment', 'tome_assignment', 'reduce_tokens', 'pool_stride']
+__all__ = [
+    'BASELINE_METHODS',
+    'REDUCTION_METHODS',
+    'assignment_from_groups',
+    'pool_assignment',
+    'random_assignment',
+    'tome_assignment',
+    'reduce_tokens',
+    'pool_stride',
+]
 
 BASELINE_METHODS = ('pool', 'random', 'tome')
 REDUCTION_METHODS = CLUSTER_METHODS + BASELINE_METHODS
@@ -84,20 +100,27 @@ def pool_assignment(x: Tensor, hw: Sequence[int], stride: int) -> ClusterAssignm
     return assignment_from_groups(groups.expand(x.shape[0], -1), (h, w))
 
 
-def random_assignment(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float],
-                      seed: int = 0,
-                      assign_radius: int = DEFAULT_OPTIONS['assign_radius']) -> ClusterAssignment:
+def random_assignment(
+    x: Tensor,
+    hw: Sequence[int],
+    num_clusters: Union[int, float],
+    seed: int = 0,
+    assign_radius: int = DEFAULT_OPTIONS['assign_radius'],
+) -> ClusterAssignment:
     """Seeded random anchors (the same draw for every image of a batch), each
     token to the feature-nearest anchor within ``assign_radius``."""
     h, w = _check_inputs(x, hw)
     gen = torch.Generator().manual_seed(seed)
     score = torch.rand(h * w, generator=gen).to(x.device).expand(x.shape[0], -1)
-    return cluster_tokens(x, (h, w), num_clusters, method='dpc', score=score,
-                          assign_radius=assign_radius)
+    return cluster_tokens(
+        x, (h, w), num_clusters, method='dpc', score=score, assign_radius=assign_radius
+    )
 
 
 @torch.no_grad()
-def tome_assignment(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float]) -> ClusterAssignment:
+def tome_assignment(
+    x: Tensor, hw: Sequence[int], num_clusters: Union[int, float]
+) -> ClusterAssignment:
     """ToMe-style bipartite soft matching, repeated until M groups are left.
 
     Each round splits the current groups alternately into sets A and B, links
@@ -125,19 +148,31 @@ def tome_assignment(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float
         new_of_a.scatter_(1, kept, torch.arange(na - r, device=dev).expand(b, -1))
         new_of_a.scatter_(1, merged, dst.gather(1, merged) + (na - r))
         new_of_b = torch.arange(nb, device=dev).expand(b, nb) + (na - r)
-        new_of_cur = torch.stack([new_of_a, new_of_b], 2).reshape(b, -1) if na == nb else \
-            torch.cat([torch.stack([new_of_a[:, :nb], new_of_b], 2).reshape(b, -1), new_of_a[:, nb:]], 1)
+        new_of_cur = (
+            torch.stack([new_of_a, new_of_b], 2).reshape(b, -1)
+            if na == nb
+            else torch.cat(
+                [torch.stack([new_of_a[:, :nb], new_of_b], 2).reshape(b, -1), new_of_a[:, nb:]], 1
+            )
+        )
         groups = new_of_cur.gather(1, groups)
         cur -= r
         wsum = torch.zeros(b, cur, 1, device=dev).scatter_add_(1, new_of_cur[..., None], size)
         fsum = torch.zeros(b, cur, c, device=dev).scatter_add_(
-            1, new_of_cur[..., None].expand(-1, -1, c), feats * size)
+            1, new_of_cur[..., None].expand(-1, -1, c), feats * size
+        )
         feats, size = fsum / wsum, wsum
     return assignment_from_groups(groups, (h, w))
 
 
-def reduce_tokens(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float],
-                  method: str = 'adjacent', seed: int = 0, **options) -> ClusterAssignment:
+def reduce_tokens(
+    x: Tensor,
+    hw: Sequence[int],
+    num_clusters: Union[int, float],
+    method: str = 'adjacent',
+    seed: int = 0,
+    **options,
+) -> ClusterAssignment:
     """Any reduction by name: the AiluRus readings or a baseline.
 
     Args:
@@ -154,9 +189,13 @@ def reduce_tokens(x: Tensor, hw: Sequence[int], num_clusters: Union[int, float],
     if method in CLUSTER_METHODS:
         return cluster_tokens(x, hw, num_clusters, method=method, **options)
     if method == 'random':
-        return random_assignment(x, hw, num_clusters, seed=seed,
-                                 assign_radius=options.get('assign_radius',
-                                                           DEFAULT_OPTIONS['assign_radius']))
+        return random_assignment(
+            x,
+            hw,
+            num_clusters,
+            seed=seed,
+            assign_radius=options.get('assign_radius', DEFAULT_OPTIONS['assign_radius']),
+        )
     if method == 'pool':
         return pool_assignment(x, hw, pool_stride(num_clusters, x.shape[1]))
     if method == 'tome':

@@ -21,6 +21,7 @@ formulas, the choices and the measurements behind the defaults):
 ``method='dpc_global'`` is the non-spatial TCFormer-style variant of the dpc
 reading with N x N distances, for comparison in benchmarks.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'ClusterAssignment', 'cluster_tokens', 'resolve_num_clusters',
-    'assignment_from_labels', 'CLUSTER_METHODS', 'DEFAULT_OPTIONS',
-    'validate_cluster_options'
+    'ClusterAssignment',
+    'cluster_tokens',
+    'resolve_num_clusters',
+    'assignment_from_labels',
+    'CLUSTER_METHODS',
+    'DEFAULT_OPTIONS',
+    'validate_cluster_options',
 ]
 
 CLUSTER_METHODS = ('adjacent', 'dpc', 'dpc_global')
@@ -100,16 +105,20 @@ def resolve_num_clusters(num_clusters: Union[int, float], num_tokens: int) -> in
         int: M.
     """
     if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, float)):
-        raise ValueError(f'num_clusters must be an int M in [1, N] or a float keep '
-                         f'ratio in (0, 1], got {num_clusters!r}')
+        raise ValueError(
+            f'num_clusters must be an int M in [1, N] or a float keep '
+            f'ratio in (0, 1], got {num_clusters!r}'
+        )
     if isinstance(num_clusters, float):
         if not (0.0 < num_clusters <= 1.0) or math.isnan(num_clusters):
-            raise ValueError(f'keep ratio num_clusters={num_clusters} is outside the '
-                             f'allowed range (0, 1]')
+            raise ValueError(
+                f'keep ratio num_clusters={num_clusters} is outside the allowed range (0, 1]'
+            )
         return max(1, min(num_tokens, int(math.floor(num_clusters * num_tokens + 0.5))))
     if not 1 <= num_clusters <= num_tokens:
-        raise ValueError(f'num_clusters={num_clusters} is outside the allowed range '
-                         f'[1, N={num_tokens}]')
+        raise ValueError(
+            f'num_clusters={num_clusters} is outside the allowed range [1, N={num_tokens}]'
+        )
     return int(num_clusters)
 
 
@@ -122,12 +131,14 @@ def _check_int(name: str, value, low: int, high: Optional[int] = None) -> None:
         raise ValueError(f'{name}={value!r} is outside the allowed range: an int {rng}')
 
 
-def validate_cluster_options(method: str = DEFAULT_OPTIONS['method'],
-                             k: int = DEFAULT_OPTIONS['k'],
-                             density_radius: Optional[int] = DEFAULT_OPTIONS['density_radius'],
-                             link_radius: Optional[int] = DEFAULT_OPTIONS['link_radius'],
-                             assign_radius: Optional[int] = DEFAULT_OPTIONS['assign_radius'],
-                             link_to: str = DEFAULT_OPTIONS['link_to']) -> None:
+def validate_cluster_options(
+    method: str = DEFAULT_OPTIONS['method'],
+    k: int = DEFAULT_OPTIONS['k'],
+    density_radius: Optional[int] = DEFAULT_OPTIONS['density_radius'],
+    link_radius: Optional[int] = DEFAULT_OPTIONS['link_radius'],
+    assign_radius: Optional[int] = DEFAULT_OPTIONS['assign_radius'],
+    link_to: str = DEFAULT_OPTIONS['link_to'],
+) -> None:
     """Raise ``ValueError`` naming the first invalid clustering option.
 
     Usable at model build time (no tensors needed). Arguments as in
@@ -138,20 +149,27 @@ def validate_cluster_options(method: str = DEFAULT_OPTIONS['method'],
     if link_to not in LINK_MODES:
         raise ValueError(f'link_to={link_to!r} is not one of {LINK_MODES}')
     _check_int('k', k, 1, 64)
-    for name, value in (('density_radius', density_radius), ('link_radius', link_radius),
-                        ('assign_radius', assign_radius)):
+    for name, value in (
+        ('density_radius', density_radius),
+        ('link_radius', link_radius),
+        ('assign_radius', assign_radius),
+    ):
         if value is None and method == 'dpc_global':
             continue
         _check_int(name, value, 1, 32)
-    if method != 'dpc_global' and k > (2 * density_radius + 1)**2 - 1:
-        raise ValueError(f'k={k} exceeds the {(2 * density_radius + 1)**2 - 1} neighbours '
-                         f'of a density window with density_radius={density_radius}')
+    if method != 'dpc_global' and k > (2 * density_radius + 1) ** 2 - 1:
+        raise ValueError(
+            f'k={k} exceeds the {(2 * density_radius + 1) ** 2 - 1} neighbours '
+            f'of a density window with density_radius={density_radius}'
+        )
 
 
 def _check_inputs(x: Tensor, hw: Sequence[int]) -> Tuple[int, int]:
     if not isinstance(x, Tensor) or x.dim() != 3:
-        raise ValueError(f'x must be a [B, N, C] tensor, got '
-                         f'{tuple(x.shape) if isinstance(x, Tensor) else type(x)}')
+        raise ValueError(
+            f'x must be a [B, N, C] tensor, got '
+            f'{tuple(x.shape) if isinstance(x, Tensor) else type(x)}'
+        )
     if len(hw) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in hw):
         raise ValueError(f'hw must be a pair of positive ints (H, W), got {hw!r}')
     h, w = int(hw[0]), int(hw[1])
@@ -173,8 +191,9 @@ def _window_offsets(radius: int, device) -> Tensor:
     dy, dx = torch.meshgrid(r, r, indexing='ij')
     off = torch.stack([dy.flatten(), dx.flatten()], 1)
     ring = off.abs().amax(1)
-    order = torch.argsort(ring * (2 * radius + 1)**2 + torch.arange(len(off), device=device),
-                          stable=True)
+    order = torch.argsort(
+        ring * (2 * radius + 1) ** 2 + torch.arange(len(off), device=device), stable=True
+    )
     return off[order]
 
 
@@ -223,10 +242,12 @@ def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
         y1 = min(h, y0 + band)
         rows = grid[:, y0:y1]
         for k, (dy, dx) in enumerate(offs):
-            out[:, y0:y1, :, k] = torch.linalg.vecdot(rows, padded[:, r + dy + y0:r + dy + y1, r + dx:r + dx + w])
+            out[:, y0:y1, :, k] = torch.linalg.vecdot(
+                rows, padded[:, r + dy + y0 : r + dy + y1, r + dx : r + dx + w]
+            )
     out.mul_(-2).add_(sq[..., None])
     for k, (dy, dx) in enumerate(offs):
-        out[..., k] += sq_padded[:, r + dy:r + dy + h, r + dx:r + dx + w]
+        out[..., k] += sq_padded[:, r + dy : r + dy + h, r + dx : r + dx + w]
     out = out.clamp_min_(0).div_(c).reshape(b, n, len(offs))
     _, valid = _neighbour_index(h, w, offsets)
     return out.masked_fill_(~valid, float('inf'))
@@ -254,8 +275,9 @@ def _denser(rho_i: Tensor, idx_i: Tensor, rho_j: Tensor, idx_j: Tensor) -> Tenso
 # building an assignment
 
 
-def assignment_from_labels(labels: Tensor, anchors: Tensor, hw: Tuple[int, int],
-                           dtype: torch.dtype = torch.float32) -> ClusterAssignment:
+def assignment_from_labels(
+    labels: Tensor, anchors: Tensor, hw: Tuple[int, int], dtype: torch.dtype = torch.float32
+) -> ClusterAssignment:
     """Wrap labels/anchors into a :class:`ClusterAssignment`, counting sizes.
 
     Args:
@@ -282,8 +304,16 @@ def _labels_from_roots(root: Tensor, m: int, hw) -> ClusterAssignment:
     return assignment_from_labels(labels, anchors, hw)
 
 
-def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int, link_radius: int,
-                      assign_radius: int, link_to: str) -> ClusterAssignment:
+def _cluster_adjacent(
+    x: Tensor,
+    hw,
+    m: int,
+    k: int,
+    density_radius: int,
+    link_radius: int,
+    assign_radius: int,
+    link_to: str,
+) -> ClusterAssignment:
     b, n, c = x.shape
     dev = x.device
     ar = torch.arange(n, device=dev)
@@ -376,8 +406,9 @@ def _cluster_adjacent(x: Tensor, hw, m: int, k: int, density_radius: int, link_r
     return _labels_from_roots(root, m, hw)
 
 
-def _grow_fallback(labels: Tensor, d1: Tensor, idx1: Tensor, valid1: Tensor,
-                   max_steps: int) -> Tensor:
+def _grow_fallback(
+    labels: Tensor, d1: Tensor, idx1: Tensor, valid1: Tensor, max_steps: int
+) -> Tensor:
     """Give every unlabelled token (-1) the label of its feature-nearest
     labelled 8-neighbour, one ring per step (a geodesic region growing).
     Terminates because at least one token is labelled and the grid is
@@ -394,8 +425,16 @@ def _grow_fallback(labels: Tensor, d1: Tensor, idx1: Tensor, valid1: Tensor,
     raise RuntimeError('fallback region growing did not finish; this is a bug')
 
 
-def _cluster_dpc(x: Tensor, hw, m: int, k: int, density_radius: int, link_radius: int,
-                 assign_radius: int, score: Optional[Tensor] = None) -> ClusterAssignment:
+def _cluster_dpc(
+    x: Tensor,
+    hw,
+    m: int,
+    k: int,
+    density_radius: int,
+    link_radius: int,
+    assign_radius: int,
+    score: Optional[Tensor] = None,
+) -> ClusterAssignment:
     b, n, c = x.shape
     dev = x.device
     ar = torch.arange(n, device=dev)
@@ -430,8 +469,9 @@ def _cluster_dpc(x: Tensor, hw, m: int, k: int, density_radius: int, link_radius
     labels.scatter_(1, anchors, torch.arange(m, device=dev).expand(b, m))
     if not bool(found.all()):
         r1 = ring[amask] == 1
-        labels = _grow_fallback(labels, d[..., amask][..., r1], idx[:, r1], valid[:, r1],
-                                max_steps=hw[0] + hw[1] + 2)
+        labels = _grow_fallback(
+            labels, d[..., amask][..., r1], idx[:, r1], valid[:, r1], max_steps=hw[0] + hw[1] + 2
+        )
     return assignment_from_labels(labels, anchors, hw)
 
 
@@ -458,16 +498,18 @@ def _cluster_dpc_global(x: Tensor, hw, m: int, k: int) -> ClusterAssignment:
 
 
 @torch.no_grad()
-def cluster_tokens(x: Tensor,
-                   hw: Sequence[int],
-                   num_clusters: Union[int, float],
-                   method: str = DEFAULT_OPTIONS['method'],
-                   k: int = DEFAULT_OPTIONS['k'],
-                   density_radius: int = DEFAULT_OPTIONS['density_radius'],
-                   link_radius: int = DEFAULT_OPTIONS['link_radius'],
-                   assign_radius: int = DEFAULT_OPTIONS['assign_radius'],
-                   link_to: str = DEFAULT_OPTIONS['link_to'],
-                   score: Optional[Tensor] = None) -> ClusterAssignment:
+def cluster_tokens(
+    x: Tensor,
+    hw: Sequence[int],
+    num_clusters: Union[int, float],
+    method: str = DEFAULT_OPTIONS['method'],
+    k: int = DEFAULT_OPTIONS['k'],
+    density_radius: int = DEFAULT_OPTIONS['density_radius'],
+    link_radius: int = DEFAULT_OPTIONS['link_radius'],
+    assign_radius: int = DEFAULT_OPTIONS['assign_radius'],
+    link_to: str = DEFAULT_OPTIONS['link_to'],
+    score: Optional[Tensor] = None,
+) -> ClusterAssignment:
     """Cluster patch tokens into M groups with spatial-aware DPC-KNN.
 
     Runs without gradient (decisions only); use :func:`merge_tokens` and
@@ -514,14 +556,26 @@ def cluster_tokens(x: Tensor,
         if method != 'dpc':
             raise ValueError(f"score is only used with method='dpc', got method={method!r}")
         if score.shape != x.shape[:2]:
-            raise ValueError(f'score must have shape {tuple(x.shape[:2])}, got {tuple(score.shape)}')
+            raise ValueError(
+                f'score must have shape {tuple(x.shape[:2])}, got {tuple(score.shape)}'
+            )
     xf = x.detach().float()
     if m == n:
         ar = torch.arange(n, device=x.device).expand(x.shape[0], n).clone()
         return assignment_from_labels(ar, ar.clone(), (h, w))
     if method == 'adjacent':
-        return _cluster_adjacent(xf, (h, w), m, k, density_radius, link_radius, assign_radius, link_to)
+        return _cluster_adjacent(
+            xf, (h, w), m, k, density_radius, link_radius, assign_radius, link_to
+        )
     if method == 'dpc':
-        return _cluster_dpc(xf, (h, w), m, k, density_radius, link_radius, assign_radius,
-                            score=None if score is None else score.float())
+        return _cluster_dpc(
+            xf,
+            (h, w),
+            m,
+            k,
+            density_radius,
+            link_radius,
+            assign_radius,
+            score=None if score is None else score.float(),
+        )
     return _cluster_dpc_global(xf, (h, w), m, k)

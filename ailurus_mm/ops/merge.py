@@ -3,6 +3,7 @@
 Both are differentiable in ``x`` (training runs through them); the cluster
 assignment itself is a constant.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -22,12 +23,14 @@ def _check(x: Tensor, assign: ClusterAssignment, name: str) -> None:
         raise ValueError(f'assign must be a ClusterAssignment, got {type(assign).__name__}')
     n = assign.num_tokens if name == 'x' else assign.num_clusters
     if x.dim() != 3 or x.shape[0] != assign.labels.shape[0] or x.shape[1] != n:
-        raise ValueError(f'{name} must be [B={assign.labels.shape[0]}, {n}, C], '
-                         f'got {tuple(x.shape)}')
+        raise ValueError(
+            f'{name} must be [B={assign.labels.shape[0]}, {n}, C], got {tuple(x.shape)}'
+        )
 
 
-def merge_tokens(x: Tensor, assign: ClusterAssignment, mode: str = 'mean',
-                 weights: Optional[Tensor] = None) -> Tensor:
+def merge_tokens(
+    x: Tensor, assign: ClusterAssignment, mode: str = 'mean', weights: Optional[Tensor] = None
+) -> Tensor:
     """Pool every cluster's member tokens into one token.
 
     Args:

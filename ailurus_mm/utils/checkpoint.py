@@ -21,6 +21,7 @@ refusal into an error that names the offending object and the opt-in.
 Nothing here sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``, passes
 ``weights_only=False`` or replaces/monkeypatches ``torch.load``.
 """
+
 import importlib
 import os
 import os.path as osp
@@ -52,27 +53,29 @@ _HISTORY_BUFFER_METHODS = frozenset({'min', 'max', 'current', 'mean'})
 # asks for it: each one turns the restricted unpickler into an arbitrary code
 # runner for every later checkpoint in the process. A checkpoint needing these
 # can only be loaded with torch.load(weights_only=False) on a trusted file.
-_NEVER_ALLOW = frozenset({
-    'builtins.getattr',
-    'builtins.setattr',
-    'builtins.delattr',
-    'builtins.eval',
-    'builtins.exec',
-    'builtins.compile',
-    'builtins.open',
-    'builtins.__import__',
-    'builtins.globals',
-    'builtins.locals',
-    'builtins.vars',
-    'builtins.input',
-    'builtins.breakpoint',
-    'importlib.import_module',
-    'subprocess.Popen',
-    'subprocess.run',
-    'subprocess.call',
-    'subprocess.check_call',
-    'subprocess.check_output',
-})
+_NEVER_ALLOW = frozenset(
+    {
+        'builtins.getattr',
+        'builtins.setattr',
+        'builtins.delattr',
+        'builtins.eval',
+        'builtins.exec',
+        'builtins.compile',
+        'builtins.open',
+        'builtins.__import__',
+        'builtins.globals',
+        'builtins.locals',
+        'builtins.vars',
+        'builtins.input',
+        'builtins.breakpoint',
+        'importlib.import_module',
+        'subprocess.Popen',
+        'subprocess.run',
+        'subprocess.call',
+        'subprocess.check_call',
+        'subprocess.check_output',
+    }
+)
 # torch itself refuses every global from these modules, allow-listed or not
 # (torch._weights_only_unpickler._blocklisted_modules).
 _TORCH_BLOCKED_MODULES = frozenset({'sys', 'os', 'posix', 'nt'})
@@ -83,7 +86,8 @@ _OPT_IN_HELP = (
     'dotted names, read when ailurus_mm is imported) or call '
     'ailurus_mm.utils.allow_checkpoint_globals({quoted}). Only do this for '
     'files from a trusted source: unpickling an arbitrary global can run '
-    'arbitrary code. ')
+    'arbitrary code. '
+)
 
 
 class UnsafeCheckpointError(RuntimeError, pickle.UnpicklingError):
@@ -98,10 +102,7 @@ class UnsafeCheckpointError(RuntimeError, pickle.UnpicklingError):
         path (str | None): The checkpoint file, when known.
     """
 
-    def __init__(self,
-                 message: str,
-                 offending: List[str],
-                 path: Optional[str] = None) -> None:
+    def __init__(self, message: str, offending: List[str], path: Optional[str] = None) -> None:
         super().__init__(message)
         self.offending = offending
         self.path = path
@@ -132,7 +133,8 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
         f'Refused attribute lookup getattr({_dotted_name(obj)}, {name!r}): '
         'ailurus_mm only allows getattr(HistoryBuffer, m) for m in '
         f'{sorted(_HISTORY_BUFFER_METHODS)} while unpickling with '
-        'weights_only=True.')
+        'weights_only=True.'
+    )
 
 
 def _numpy_multiarray() -> Tuple[Any, List[str]]:
@@ -168,23 +170,32 @@ def _allow_list() -> List[Tuple[SafeGlobal, str]]:
     """
     multiarray, multiarray_names = _numpy_multiarray()
     entries: List[Tuple[SafeGlobal, str]] = [
-        (HistoryBuffer, 'message_hub.log_scalars values (every logged scalar, '
-         'e.g. train/loss, train/lr, val/mIoU)'),
-        ((_history_buffer_getattr, 'builtins.getattr'),
-         'HistoryBuffer pickles its default statistics methods as '
-         "getattr(HistoryBuffer, 'min'|'max'|'current'|'mean'); this "
-         'stand-in resolves only those four lookups'),
+        (
+            HistoryBuffer,
+            'message_hub.log_scalars values (every logged scalar, '
+            'e.g. train/loss, train/lr, val/mIoU)',
+        ),
+        (
+            (_history_buffer_getattr, 'builtins.getattr'),
+            'HistoryBuffer pickles its default statistics methods as '
+            "getattr(HistoryBuffer, 'min'|'max'|'current'|'mean'); this "
+            'stand-in resolves only those four lookups',
+        ),
         (np.ndarray, 'HistoryBuffer._log_history/_count_history arrays'),
         (np.dtype, 'dtype of those arrays and of numpy scalars'),
     ]
-    for func, why in (('_reconstruct', 'rebuilds numpy arrays'),
-                      ('scalar', 'rebuilds numpy scalars in '
-                       'message_hub.runtime_info (e.g. eta, best_score)')):
+    for func, why in (
+        ('_reconstruct', 'rebuilds numpy arrays'),
+        ('scalar', 'rebuilds numpy scalars in message_hub.runtime_info (e.g. eta, best_score)'),
+    ):
         obj = getattr(multiarray, func)
         for module in multiarray_names:
             entries.append(
-                ((obj, f'{module}.{func}'), f'{why} (written by numpy '
-                 f"{'2' if '_core' in module else '1'})"))
+                (
+                    (obj, f'{module}.{func}'),
+                    f'{why} (written by numpy {"2" if "_core" in module else "1"})',
+                )
+            )
     # np.dtype(...) instances are of per-type classes
     # (numpy.dtypes.Float64DType, ...) and the unpickler BUILDs them, so each
     # class in use must be allowed. Only those seen in real checkpoints are:
@@ -193,11 +204,15 @@ def _allow_list() -> List[Tuple[SafeGlobal, str]]:
     for scalar_type, why in (
         (np.float64, 'HistoryBuffer arrays of Python floats, eta'),
         (np.int64, 'HistoryBuffer count arrays'),
-        (np.float32, 'IoUMetric results (computed from torch tensors) in '
-         'HistoryBuffer, CheckpointHook best_score'),
+        (
+            np.float32,
+            'IoUMetric results (computed from torch tensors) in '
+            'HistoryBuffer, CheckpointHook best_score',
+        ),
     ):
-        entries.append((type(np.dtype(scalar_type)),
-                        f'class of np.dtype({scalar_type.__name__}): {why}'))
+        entries.append(
+            (type(np.dtype(scalar_type)), f'class of np.dtype({scalar_type.__name__}): {why}')
+        )
     return entries
 
 
@@ -268,10 +283,13 @@ def _resolve(name: str) -> Any:
         except AttributeError:
             raise ValueError(
                 f'Cannot allow-list {name!r}: module {module_name!r} has no '
-                f'attribute path {".".join(parts[split:])!r}.') from None
+                f'attribute path {".".join(parts[split:])!r}.'
+            ) from None
         return obj
-    raise ValueError(f'Cannot allow-list {name!r}: it is not a dotted path '
-                     '"module.Name" with an importable module.')
+    raise ValueError(
+        f'Cannot allow-list {name!r}: it is not a dotted path '
+        '"module.Name" with an importable module.'
+    )
 
 
 def allow_checkpoint_globals(*objs: Union[str, Callable]) -> List[Any]:
@@ -303,16 +321,19 @@ def allow_checkpoint_globals(*objs: Union[str, Callable]) -> List[Any]:
         target = _resolve(obj.strip()) if isinstance(obj, str) else obj
         name = obj.strip() if isinstance(obj, str) else _dotted_name(obj)
         module = getattr(target, '__module__', None) or ''
-        if (name in _NEVER_ALLOW or _dotted_name(target) in _NEVER_ALLOW
-                or module.split('.')[0] in _TORCH_BLOCKED_MODULES
-                or name.split('.')[0] in _TORCH_BLOCKED_MODULES):
+        if (
+            name in _NEVER_ALLOW
+            or _dotted_name(target) in _NEVER_ALLOW
+            or module.split('.')[0] in _TORCH_BLOCKED_MODULES
+            or name.split('.')[0] in _TORCH_BLOCKED_MODULES
+        ):
             raise ValueError(
                 f'Refusing to allow-list {name!r}: it would let any '
                 'checkpoint run arbitrary code. Load a checkpoint you trust '
-                'that needs it with torch.load(path, weights_only=False).')
+                'that needs it with torch.load(path, weights_only=False).'
+            )
         if not callable(target):
-            raise ValueError(f'Cannot allow-list {name!r}: {target!r} is not '
-                             'a class or function.')
+            raise ValueError(f'Cannot allow-list {name!r}: {target!r} is not a class or function.')
         resolved.append(target)
     torch.serialization.add_safe_globals(resolved)
     return resolved
@@ -337,10 +358,7 @@ def register_safe_globals() -> List[str]:
     entries = [entry for entry, _ in _allow_list()]
     torch.serialization.add_safe_globals(entries)
     names = [_entry_name(e) for e in entries]
-    trusted = [
-        n.strip() for n in os.environ.get(TRUSTED_GLOBALS_ENV, '').split(',')
-        if n.strip()
-    ]
+    trusted = [n.strip() for n in os.environ.get(TRUSTED_GLOBALS_ENV, '').split(',') if n.strip()]
     if trusted:
         try:
             allow_checkpoint_globals(*trusted)
@@ -382,9 +400,8 @@ def _offending_from_message(message: str) -> Optional[str]:
 
 
 def explain_unsafe_load(
-        err: BaseException,
-        path: Optional[Union[str,
-                             os.PathLike]] = None) -> UnsafeCheckpointError:
+    err: BaseException, path: Optional[Union[str, os.PathLike]] = None
+) -> UnsafeCheckpointError:
     """Turn torch's weights-only refusal into an actionable error.
 
     Use it around mmengine calls that load checkpoints::
@@ -411,51 +428,57 @@ def explain_unsafe_load(
     offending = [first] if first else []
     if path is not None and osp.isfile(path):
         try:
-            others = torch.serialization.get_unsafe_globals_in_checkpoint(
-                os.fspath(path))
+            others = torch.serialization.get_unsafe_globals_in_checkpoint(os.fspath(path))
         except Exception:  # noqa: BLE001 - only an extra hint, never fatal
             others = []
         offending += sorted(n for n in others if n not in offending)
-    where = f'checkpoint {os.fspath(path)!r}' if path is not None else \
-        'the checkpoint'
+    where = f'checkpoint {os.fspath(path)!r}' if path is not None else 'the checkpoint'
     # Only plain dotted names can be opted in; getattr(...) lookups and
     # blocked modules cannot.
     optable = [
-        n for n in offending
-        if re.fullmatch(r'[\w.]+', n) and n not in _NEVER_ALLOW
+        n
+        for n in offending
+        if re.fullmatch(r'[\w.]+', n)
+        and n not in _NEVER_ALLOW
         and n.split('.')[0] not in _TORCH_BLOCKED_MODULES
     ]
     if offending:
-        text = (f'Refused to load {where}: it contains '
-                f'{", ".join(offending)}, which '
-                f'{"is" if len(offending) == 1 else "are"} not in the '
-                'weights-only allow-list (torch.load(weights_only=True); '
-                'ailurus_mm allow-lists only what mmengine/mmseg/mmdet Runner '
-                'checkpoints need, see '
-                'ailurus_mm.utils.describe_safe_globals()). ')
+        text = (
+            f'Refused to load {where}: it contains '
+            f'{", ".join(offending)}, which '
+            f'{"is" if len(offending) == 1 else "are"} not in the '
+            'weights-only allow-list (torch.load(weights_only=True); '
+            'ailurus_mm allow-lists only what mmengine/mmseg/mmdet Runner '
+            'checkpoints need, see '
+            'ailurus_mm.utils.describe_safe_globals()). '
+        )
     else:
-        text = (f'Refused to load {where} with torch.load(weights_only=True)'
-                ' for a reason ailurus_mm does not recognise. ')
+        text = (
+            f'Refused to load {where} with torch.load(weights_only=True)'
+            ' for a reason ailurus_mm does not recognise. '
+        )
     if optable:
-        text += _OPT_IN_HELP.format(names=','.join(optable),
-                                    quoted=', '.join(repr(n) for n in optable))
+        text += _OPT_IN_HELP.format(
+            names=','.join(optable), quoted=', '.join(repr(n) for n in optable)
+        )
     unsafe = [n for n in offending if n not in optable]
     if unsafe or not offending:
-        text += (f'{", ".join(unsafe) or "It"} cannot be allow-listed '
-                 'safely; only load the file with torch.load(path, '
-                 'weights_only=False) if you trust its source.')
+        text += (
+            f'{", ".join(unsafe) or "It"} cannot be allow-listed '
+            'safely; only load the file with torch.load(path, '
+            'weights_only=False) if you trust its source.'
+        )
     # torch's message is long and mostly advice; quote only its reason line.
-    first_line = next((ln for ln in message.splitlines() if any(
-        p.search(ln) for p in _REFUSAL_PATTERNS)), '')
+    first_line = next(
+        (ln for ln in message.splitlines() if any(p.search(ln) for p in _REFUSAL_PATTERNS)), ''
+    )
     text = text.rstrip()
     if first_line:
         text += f'\nunpickler said: {first_line.strip()}'
-    return UnsafeCheckpointError(text, offending,
-                                 os.fspath(path) if path is not None else None)
+    return UnsafeCheckpointError(text, offending, os.fspath(path) if path is not None else None)
 
 
-def load_checkpoint_safely(path: Union[str, os.PathLike],
-                           map_location: Any = 'cpu') -> Any:
+def load_checkpoint_safely(path: Union[str, os.PathLike], map_location: Any = 'cpu') -> Any:
     """``torch.load`` a checkpoint with ``weights_only=True``, clearly.
 
     Same result as ``torch.load(path, map_location, weights_only=True)``
@@ -476,8 +499,8 @@ def load_checkpoint_safely(path: Union[str, os.PathLike],
     """
     if not osp.isfile(path):
         raise FileNotFoundError(
-            f'Checkpoint file not found: {os.fspath(path)!r} '
-            f'(resolved: {osp.abspath(path)!r}).')
+            f'Checkpoint file not found: {os.fspath(path)!r} (resolved: {osp.abspath(path)!r}).'
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

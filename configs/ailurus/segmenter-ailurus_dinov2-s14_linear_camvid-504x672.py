@@ -9,5 +9,4 @@
 # backbone FLOPs); override them with --cfg-options model.backbone.ailurus.keep_ratio=0.6 etc.
 _base_ = ['../camvid/segmenter_dinov2-s14_linear_frozen_camvid-504x672.py']
 
-model = dict(
-    backbone=dict(ailurus=dict(enabled=True, cluster_after=4, keep_ratio=0.5)))
+model = dict(backbone=dict(ailurus=dict(enabled=True, cluster_after=4, keep_ratio=0.5)))

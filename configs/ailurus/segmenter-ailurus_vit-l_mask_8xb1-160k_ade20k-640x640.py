@@ -1,4 +1,5 @@
-# Segmenter ViT-L/16 (the stock file name says 512x512; its crop is 640x640) with AiluRus: only the deltas over the stock mmseg config.
+# Segmenter ViT-L/16 (the stock file name says 512x512; its crop is 640x640) with
+# AiluRus: only the deltas over the stock mmseg config.
 # ailurus: a speed setting without an accuracy measurement here (docs/results.md); override any
 # of them with --cfg-options model.backbone.ailurus.keep_ratio=0.5 etc.
 _base_ = ['mmseg::segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py']
@@ -9,6 +10,5 @@ model = dict(
     # point model.backbone.init_cfg at a local pretrained file instead of the
     # stock URL: nothing is downloaded at run time.
     pretrained=None,
-    backbone=dict(
-        type='AiluRusVisionTransformer',
-        ailurus=dict(cluster_after=2, keep_ratio=0.4)))
+    backbone=dict(type='AiluRusVisionTransformer', ailurus=dict(cluster_after=2, keep_ratio=0.4)),
+)

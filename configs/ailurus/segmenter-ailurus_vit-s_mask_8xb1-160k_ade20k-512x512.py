@@ -9,6 +9,5 @@ model = dict(
     # point model.backbone.init_cfg at a local pretrained file instead of the
     # stock URL: nothing is downloaded at run time.
     pretrained=None,
-    backbone=dict(
-        type='AiluRusVisionTransformer',
-        ailurus=dict(cluster_after=2, keep_ratio=0.4)))
+    backbone=dict(type='AiluRusVisionTransformer', ailurus=dict(cluster_after=2, keep_ratio=0.4)),
+)

@@ -17,5 +17,6 @@ model = dict(
         norm_cfg=None,
         align_corners=False,
         ignore_index=11,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+    )
+)

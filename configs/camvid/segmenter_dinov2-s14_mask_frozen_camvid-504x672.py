@@ -1,7 +1,8 @@
 # Segmenter (mask transformer head) on a FROZEN DINOv2 ViT-S/14, CamVid
 # 11 classes at 504x672 (36x48 patch tokens). Base of the unaccelerated
 # reference ./segmenter_dinov2-s14_linear_frozen_camvid-504x672.py (same
-# model, 1x1-conv head) and usable on its own with a mask head. The backbone is AiluRusVisionTransformer with ailurus disabled, which is the
+# model, 1x1-conv head) and usable on its own with a mask head. The backbone is
+# AiluRusVisionTransformer with ailurus disabled, which is the
 # stock mmseg VisionTransformer bit for bit (same state_dict keys), so the
 # AiluRus config only has to switch ailurus on.
 #
@@ -49,7 +50,8 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=void_index,
-    size=crop_size)
+    size=crop_size,
+)
 
 model = dict(
     data_preprocessor=data_preprocessor,
@@ -77,7 +79,8 @@ model = dict(
         attn_drop_rate=0.0,
         drop_rate=0.0,
         frozen_exclude=[],  # [] freezes every backbone parameter
-        init_cfg=dict(type='Pretrained', checkpoint=dinov2_checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=dinov2_checkpoint),
+    ),
     decode_head=dict(
         type='SegmenterMaskTransformerHead',
         in_channels=384,
@@ -89,21 +92,18 @@ model = dict(
         dropout_ratio=0.0,
         drop_path_rate=0.0,
         ignore_index=void_index,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    test_cfg=dict(mode='whole'))
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+    ),
+    test_cfg=dict(mode='whole'),
+)
 
 # Schedule for a stock (uncached) run: the recipe of the cached training.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999),
-                   weight_decay=1e-4))
-param_scheduler = [
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=4000,
-         by_epoch=False)
-]
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4),
+)
+param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=4000, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=4000, val_interval=1000)
 train_dataloader = dict(batch_size=8)
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000))

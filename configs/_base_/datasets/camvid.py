@@ -31,17 +31,11 @@ crop_size = (504, 672)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize',
-         scale=img_scale,
-         ratio_range=(0.5, 2.0),
-         keep_ratio=True),
-    dict(type='RandomCrop',
-         crop_size=crop_size,
-         cat_max_ratio=0.75,
-         ignore_index=ignore_index),
+    dict(type='RandomResize', scale=img_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75, ignore_index=ignore_index),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
+    dict(type='PackSegInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -49,33 +43,36 @@ test_pipeline = [
     # Annotations are loaded after Resize (mmseg convention): predictions are
     # resized back and the metric is computed at the original 480x360.
     dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs')
+    dict(type='PackSegInputs'),
 ]
 
-train_dataloader = dict(batch_size=2,
-                        num_workers=2,
-                        persistent_workers=False,
-                        sampler=dict(type='InfiniteSampler', shuffle=True),
-                        dataset=dict(type=dataset_type,
-                                     data_root=data_root,
-                                     data_prefix=dict(
-                                         img_path='train',
-                                         seg_map_path='trainannot'),
-                                     pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1,
-                      num_workers=2,
-                      persistent_workers=False,
-                      sampler=dict(type='DefaultSampler', shuffle=False),
-                      dataset=dict(type=dataset_type,
-                                   data_root=data_root,
-                                   data_prefix=dict(img_path='val',
-                                                    seg_map_path='valannot'),
-                                   pipeline=test_pipeline))
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='train', seg_map_path='trainannot'),
+        pipeline=train_pipeline,
+    ),
+)
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='val', seg_map_path='valannot'),
+        pipeline=test_pipeline,
+    ),
+)
 # The test split is held back: testing runs on val. With a test/ + testannot/
 # copy, override test_dataloader.dataset.data_prefix (see the top).
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='IoUMetric',
-                     iou_metrics=['mIoU'],
-                     ignore_index=ignore_index)
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'], ignore_index=ignore_index)
 test_evaluator = val_evaluator

@@ -9,5 +9,7 @@ model = dict(
         embed_dims=1024,
         num_layers=24,
         num_heads=16,
-        ailurus=dict(cluster_after=2, keep_ratio=0.4)),
-    decode_head=dict(in_channels=1024, channels=1024, num_heads=16, embed_dims=1024))
+        ailurus=dict(cluster_after=2, keep_ratio=0.4),
+    ),
+    decode_head=dict(in_channels=1024, channels=1024, num_heads=16, embed_dims=1024),
+)
