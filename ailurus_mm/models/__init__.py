@@ -1,11 +1,12 @@
-"""OpenMMLab glue: registered models that call ``ailurus_mm.ops``."""
+"""OpenMMLab glue: registered backbones that run ``ailurus_mm.ops``'s engine."""
 
-from .ailurus_vit import DEFAULT_AILURUS, AiluRusVisionTransformer, build_ailurus_cfg
+from .ailurus_vit import DEFAULT_AILURUS, AiluRusVisionTransformer
 from .layers import sized_layer_forward
+from .reduction import AiluRusBackboneMixin
 
 __all__ = [
+    'AiluRusBackboneMixin',
     'AiluRusVisionTransformer',
     'DEFAULT_AILURUS',
-    'build_ailurus_cfg',
     'sized_layer_forward',
 ]

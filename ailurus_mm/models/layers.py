@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor
 
+from ..ops import size_aware_attention
+
 __all__ = ['check_layer_supported', 'sized_layer_forward']
 
 
@@ -47,9 +49,7 @@ def _sized_attention(attn_module: nn.Module, x: Tensor, bias: Optional[Tensor]) 
     heads = mha.num_heads
     qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
     q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, dropout_p=mha.dropout if mha.training else 0.0
-    )
+    out = size_aware_attention(q, k, v, bias, dropout_p=mha.dropout if mha.training else 0.0)
     out = mha.out_proj(out.transpose(1, 2).reshape(b, n, c))
     return attn_module.dropout_layer(attn_module.proj_drop(out))
 

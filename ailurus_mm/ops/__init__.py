@@ -1,29 +1,52 @@
-"""AiluRus as pure torch functions (no OpenMMLab import)."""
+"""AiluRus as pure torch functions (no OpenMMLab import).
 
+===================  ==========================================================
+module               owns
+===================  ==========================================================
+``assignment``       :class:`ClusterAssignment`, budgets, canonical labels
+``window``           spatial windows: offsets, neighbours, distances, density
+``cluster``          the AiluRus readings (``adjacent``, ``dpc``, ``dpc_global``)
+``baselines``        ``pool``, ``random``, ``tome`` at the same budget
+``reduce``           :func:`reduce_tokens`: any method by name
+``merge``            merging tokens into clusters, unfolding them back
+``attention``        the ``log(size)`` key bias and size-aware attention
+``options``          :class:`AiluRusOptions`: every option, validated once
+``engine``           :class:`ReductionEngine`: the reduced forward of any ViT
+===================  ==========================================================
+"""
+
+from .assignment import (
+    ClusterAssignment,
+    assignment_from_groups,
+    assignment_from_labels,
+    resolve_num_clusters,
+)
 from .attention import size_attn_bias, size_aware_attention
 from .baselines import (
     BASELINE_METHODS,
-    REDUCTION_METHODS,
-    assignment_from_groups,
     pool_assignment,
+    pool_num_groups,
     pool_stride,
     random_assignment,
-    reduce_tokens,
     tome_assignment,
 )
 from .cluster import (
     CLUSTER_METHODS,
     DEFAULT_OPTIONS,
     LINK_MODES,
-    ClusterAssignment,
-    assignment_from_labels,
     cluster_tokens,
-    resolve_num_clusters,
     validate_cluster_options,
 )
+from .engine import PrefixState, ReductionEngine, ReductionOutput
 from .merge import MERGE_MODES, merge_tokens, unfold_tokens
+from .options import AiluRusOptions
+from .reduce import REDUCTION_METHODS, reduce_tokens
 
 __all__ = [
+    'AiluRusOptions',
+    'ReductionEngine',
+    'PrefixState',
+    'ReductionOutput',
     'ClusterAssignment',
     'cluster_tokens',
     'merge_tokens',
@@ -36,6 +59,7 @@ __all__ = [
     'validate_cluster_options',
     'reduce_tokens',
     'pool_assignment',
+    'pool_num_groups',
     'pool_stride',
     'random_assignment',
     'tome_assignment',

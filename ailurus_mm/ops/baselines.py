@@ -12,7 +12,8 @@ measures only how the tokens were grouped:
   features, repeated until M tokens are left (one ToMe step can at most
   halve the sequence); merged features are size-weighted.
 
-:func:`reduce_tokens` dispatches by method name, AiluRus readings included.
+:func:`ailurus_mm.ops.reduce_tokens` dispatches by method name, AiluRus readings
+included.
 """
 
 from __future__ import annotations
@@ -24,63 +25,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cluster import (
-    CLUSTER_METHODS,
-    DEFAULT_OPTIONS,
+from .assignment import (
     ClusterAssignment,
-    _check_inputs,
-    assignment_from_labels,
-    cluster_tokens,
+    assignment_from_groups,
+    check_tokens,
     resolve_num_clusters,
 )
+from .cluster import DEFAULT_OPTIONS, cluster_tokens
 
 __all__ = [
     'BASELINE_METHODS',
-    'REDUCTION_METHODS',
-    'assignment_from_groups',
     'pool_assignment',
+    'pool_num_groups',
+    'pool_stride',
     'random_assignment',
     'tome_assignment',
-    'reduce_tokens',
-    'pool_stride',
 ]
 
 BASELINE_METHODS = ('pool', 'random', 'tome')
-REDUCTION_METHODS = CLUSTER_METHODS + BASELINE_METHODS
-
-
-def assignment_from_groups(groups: Tensor, hw: Sequence[int]) -> ClusterAssignment:
-    """Canonical assignment from arbitrary group ids.
-
-    Every group's anchor is its lowest token index and clusters are numbered
-    in the raster order of their anchors.
-
-    Args:
-        groups (Tensor): ``[B, N]`` int64 group ids in ``[0, G)``; every image
-            must use exactly the same number M of distinct ids.
-        hw (Sequence[int]): the grid ``(H, W)``.
-    """
-    b, n = groups.shape
-    ar = torch.arange(n, device=groups.device)
-    g = int(groups.max()) + 1
-    first = torch.full((b, g), n, dtype=torch.long, device=groups.device)
-    first.scatter_reduce_(1, groups, ar.expand(b, n), reduce='amin')
-    used = first < n
-    m = int(used.sum(1)[0])
-    if not bool((used.sum(1) == m).all()):
-        raise ValueError('every image must have the same number of groups')
-    anchors = torch.sort(first, dim=1).values[:, :m]
-    root = first.gather(1, groups)  # anchor of every token
-    is_anchor = torch.zeros(b, n, dtype=torch.long, device=groups.device)
-    is_anchor.scatter_(1, anchors, 1)
-    cid = torch.cumsum(is_anchor, 1) - 1
-    return assignment_from_labels(cid.gather(1, root), anchors, tuple(hw))
 
 
 def pool_stride(num_clusters: Union[int, float], num_tokens: int) -> int:
     """Block side ``s`` that ``pool`` uses for a requested budget."""
     m = resolve_num_clusters(num_clusters, num_tokens)
     return max(1, int(round(math.sqrt(num_tokens / m))))
+
+
+def pool_num_groups(hw: Sequence[int], stride: int) -> int:
+    """Number of ``stride x stride`` blocks (partial ones included) on a grid:
+    the token count ``pool`` really leaves, which its block grid sets."""
+    return math.ceil(hw[0] / stride) * math.ceil(hw[1] / stride)
 
 
 def pool_assignment(x: Tensor, hw: Sequence[int], stride: int) -> ClusterAssignment:
@@ -91,7 +65,7 @@ def pool_assignment(x: Tensor, hw: Sequence[int], stride: int) -> ClusterAssignm
         hw (Sequence[int]): the grid.
         stride (int): block side, >= 1.
     """
-    h, w = _check_inputs(x, hw)
+    h, w = check_tokens(x, hw)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f'stride={stride!r} must be an int >= 1')
     yy = torch.arange(h, device=x.device).repeat_interleave(w)
@@ -109,7 +83,7 @@ def random_assignment(
 ) -> ClusterAssignment:
     """Seeded random anchors (the same draw for every image of a batch), each
     token to the feature-nearest anchor within ``assign_radius``."""
-    h, w = _check_inputs(x, hw)
+    h, w = check_tokens(x, hw)
     gen = torch.Generator().manual_seed(seed)
     score = torch.rand(h * w, generator=gen).to(x.device).expand(x.shape[0], -1)
     return cluster_tokens(
@@ -127,7 +101,7 @@ def tome_assignment(
     every A group to its most cosine-similar B group and merges the
     ``min(need, |A|)`` most similar links (ties: lower index first).
     """
-    h, w = _check_inputs(x, hw)
+    h, w = check_tokens(x, hw)
     b, n, c = x.shape
     m = resolve_num_clusters(num_clusters, n)
     dev = x.device
@@ -163,41 +137,3 @@ def tome_assignment(
         )
         feats, size = fsum / wsum, wsum
     return assignment_from_groups(groups, (h, w))
-
-
-def reduce_tokens(
-    x: Tensor,
-    hw: Sequence[int],
-    num_clusters: Union[int, float],
-    method: str = 'adjacent',
-    seed: int = 0,
-    **options,
-) -> ClusterAssignment:
-    """Any reduction by name: the AiluRus readings or a baseline.
-
-    Args:
-        x (Tensor): ``[B, N, C]`` patch tokens.
-        hw (Sequence[int]): grid ``(H, W)``.
-        num_clusters (int | float): M or keep ratio (``pool`` rounds it to a
-            block side, see :func:`pool_stride`).
-        method (str): one of :data:`REDUCTION_METHODS`. Default: 'adjacent'.
-        seed (int): ``random`` only. Default: 0.
-        **options: options of :func:`cluster_tokens`; each method takes the
-            ones it uses (``random``: ``assign_radius``; ``pool``/``tome``:
-            none), so one option set serves every method.
-    """
-    if method in CLUSTER_METHODS:
-        return cluster_tokens(x, hw, num_clusters, method=method, **options)
-    if method == 'random':
-        return random_assignment(
-            x,
-            hw,
-            num_clusters,
-            seed=seed,
-            assign_radius=options.get('assign_radius', DEFAULT_OPTIONS['assign_radius']),
-        )
-    if method == 'pool':
-        return pool_assignment(x, hw, pool_stride(num_clusters, x.shape[1]))
-    if method == 'tome':
-        return tome_assignment(x, hw, num_clusters)
-    raise ValueError(f'method={method!r} is not one of {REDUCTION_METHODS}')

@@ -25,21 +25,26 @@ reading with N x N distances, for comparison in benchmarks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ._validate import check_choice, check_int
+from .assignment import (
+    ClusterAssignment,
+    assignment_from_labels,
+    check_tokens,
+    resolve_num_clusters,
+)
+from .window import denser_than, local_density, neighbour_index, window_offsets, window_sqdist
+
 __all__ = [
-    'ClusterAssignment',
     'cluster_tokens',
-    'resolve_num_clusters',
-    'assignment_from_labels',
+    'validate_cluster_options',
     'CLUSTER_METHODS',
     'DEFAULT_OPTIONS',
-    'validate_cluster_options',
+    'LINK_MODES',
 ]
 
 CLUSTER_METHODS = ('adjacent', 'dpc', 'dpc_global')
@@ -61,74 +66,8 @@ DEFAULT_OPTIONS = dict(
 )
 
 
-@dataclass
-class ClusterAssignment:
-    """How the tokens of a batch are grouped.
-
-    Attributes:
-        labels (Tensor): ``[B, N]`` int64, cluster id of every token, in
-            ``[0, M)``. Cluster ids follow the raster order of the anchors.
-        anchors (Tensor): ``[B, M]`` int64, token index of each cluster's
-            anchor, increasing; ``labels[b, anchors[b, m]] == m``.
-        sizes (Tensor): ``[B, M]`` float, number of tokens in each cluster
-            (sums to N per image).
-        hw (tuple[int, int]): the grid ``(H, W)`` the labels refer to.
-    """
-
-    labels: Tensor
-    anchors: Tensor
-    sizes: Tensor
-    hw: Tuple[int, int]
-
-    @property
-    def num_clusters(self) -> int:
-        return self.anchors.shape[1]
-
-    @property
-    def num_tokens(self) -> int:
-        return self.labels.shape[1]
-
-
 # ----------------------------------------------------------------------------
-# argument checking
-
-
-def resolve_num_clusters(num_clusters: Union[int, float], num_tokens: int) -> int:
-    """Turn a cluster count or keep ratio into a cluster count M.
-
-    Args:
-        num_clusters (int | float): an int M with ``1 <= M <= N`` or a float
-            keep ratio in ``(0, 1]``; ``M = max(1, floor(ratio * N + 0.5))``.
-        num_tokens (int): N, the number of patch tokens.
-
-    Returns:
-        int: M.
-    """
-    if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, float)):
-        raise ValueError(
-            f'num_clusters must be an int M in [1, N] or a float keep '
-            f'ratio in (0, 1], got {num_clusters!r}'
-        )
-    if isinstance(num_clusters, float):
-        if not (0.0 < num_clusters <= 1.0) or math.isnan(num_clusters):
-            raise ValueError(
-                f'keep ratio num_clusters={num_clusters} is outside the allowed range (0, 1]'
-            )
-        return max(1, min(num_tokens, int(math.floor(num_clusters * num_tokens + 0.5))))
-    if not 1 <= num_clusters <= num_tokens:
-        raise ValueError(
-            f'num_clusters={num_clusters} is outside the allowed range [1, N={num_tokens}]'
-        )
-    return int(num_clusters)
-
-
-def _check_int(name: str, value, low: int, high: Optional[int] = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = f'[{low}, {high}]' if high is not None else f'>= {low}'
-        raise ValueError(f'{name}={value!r} is outside the allowed range: an int {rng}')
+# options
 
 
 def validate_cluster_options(
@@ -138,17 +77,17 @@ def validate_cluster_options(
     link_radius: Optional[int] = DEFAULT_OPTIONS['link_radius'],
     assign_radius: Optional[int] = DEFAULT_OPTIONS['assign_radius'],
     link_to: str = DEFAULT_OPTIONS['link_to'],
+    prefix: str = '',
 ) -> None:
     """Raise ``ValueError`` naming the first invalid clustering option.
 
     Usable at model build time (no tensors needed). Arguments as in
-    :func:`cluster_tokens`.
+    :func:`cluster_tokens`; ``prefix`` is prepended to every name in the
+    message (e.g. ``'ailurus.'``).
     """
-    if method not in CLUSTER_METHODS:
-        raise ValueError(f'method={method!r} is not one of {CLUSTER_METHODS}')
-    if link_to not in LINK_MODES:
-        raise ValueError(f'link_to={link_to!r} is not one of {LINK_MODES}')
-    _check_int('k', k, 1, 64)
+    check_choice(f'{prefix}method', method, CLUSTER_METHODS)
+    check_choice(f'{prefix}link_to', link_to, LINK_MODES)
+    check_int(f'{prefix}k', k, 1, 64)
     for name, value in (
         ('density_radius', density_radius),
         ('link_radius', link_radius),
@@ -156,140 +95,16 @@ def validate_cluster_options(
     ):
         if value is None and method == 'dpc_global':
             continue
-        _check_int(name, value, 1, 32)
+        check_int(f'{prefix}{name}', value, 1, 32)
     if method != 'dpc_global' and k > (2 * density_radius + 1) ** 2 - 1:
         raise ValueError(
-            f'k={k} exceeds the {(2 * density_radius + 1) ** 2 - 1} neighbours '
+            f'{prefix}k={k} exceeds the {(2 * density_radius + 1) ** 2 - 1} neighbours '
             f'of a density window with density_radius={density_radius}'
         )
 
 
-def _check_inputs(x: Tensor, hw: Sequence[int]) -> Tuple[int, int]:
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        raise ValueError(
-            f'x must be a [B, N, C] tensor, got '
-            f'{tuple(x.shape) if isinstance(x, Tensor) else type(x)}'
-        )
-    if len(hw) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in hw):
-        raise ValueError(f'hw must be a pair of positive ints (H, W), got {hw!r}')
-    h, w = int(hw[0]), int(hw[1])
-    if h * w != x.shape[1]:
-        raise ValueError(f'hw={h}x{w} does not match the number of tokens N={x.shape[1]}')
-    if not x.is_floating_point():
-        raise ValueError(f'x must be a floating point tensor, got {x.dtype}')
-    return h, w
-
-
-# ----------------------------------------------------------------------------
-# spatial windows
-
-
-def _window_offsets(radius: int, device) -> Tensor:
-    """``[K, 2]`` (dy, dx) offsets of a Chebyshev window, centre first, then ring
-    by ring (so argmin ties favour the centre, then the spatially nearer)."""
-    r = torch.arange(-radius, radius + 1, device=device)
-    dy, dx = torch.meshgrid(r, r, indexing='ij')
-    off = torch.stack([dy.flatten(), dx.flatten()], 1)
-    ring = off.abs().amax(1)
-    order = torch.argsort(
-        ring * (2 * radius + 1) ** 2 + torch.arange(len(off), device=device), stable=True
-    )
-    return off[order]
-
-
-def _neighbour_index(h: int, w: int, offsets: Tensor) -> Tuple[Tensor, Tensor]:
-    """Token index of every window neighbour and whether it lies on the grid.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``idx [N, K]`` int64 (clamped to a valid index
-        where off-grid) and ``valid [N, K]`` bool.
-    """
-    dev = offsets.device
-    ys = torch.arange(h, device=dev).repeat_interleave(w)[:, None] + offsets[None, :, 0]
-    xs = torch.arange(w, device=dev).repeat(h)[:, None] + offsets[None, :, 1]
-    valid = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-    idx = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
-    return idx, valid
-
-
-def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
-    """Squared feature distance ``||x_i - x_j||^2 / C`` to each window neighbour.
-
-    Computed on shifted views of the padded grid, one offset at a time, in
-    bands of rows small enough (about 1 MiB of features) to stay in cache while
-    all offsets are visited: memory ``O(N * K)``, never ``O(N^2)``; the Python
-    loops run over offsets and row bands, never over tokens.
-
-    Args:
-        x (Tensor): ``[B, N, C]`` float tokens.
-        hw (tuple[int, int]): grid ``(H, W)``.
-        offsets (Tensor): ``[K, 2]`` window offsets from :func:`_window_offsets`.
-
-    Returns:
-        Tensor: ``[B, N, K]``; ``inf`` where the neighbour is off the grid.
-    """
-    b, n, c = x.shape
-    h, w = hw
-    r = int(offsets.abs().max())
-    grid = x.reshape(b, h, w, c)
-    sq = grid.square().sum(-1)
-    padded = F.pad(grid, (0, 0, r, r, r, r))
-    sq_padded = F.pad(sq, (r, r, r, r))
-    offs = offsets.tolist()
-    out = x.new_empty(b, h, w, len(offs))
-    band = max(1, (1 << 20) // (b * w * c * x.element_size()))
-    for y0 in range(0, h, band):
-        y1 = min(h, y0 + band)
-        rows = grid[:, y0:y1]
-        for k, (dy, dx) in enumerate(offs):
-            out[:, y0:y1, :, k] = torch.linalg.vecdot(
-                rows, padded[:, r + dy + y0 : r + dy + y1, r + dx : r + dx + w]
-            )
-    out.mul_(-2).add_(sq[..., None])
-    for k, (dy, dx) in enumerate(offs):
-        out[..., k] += sq_padded[:, r + dy : r + dy + h, r + dx : r + dx + w]
-    out = out.clamp_min_(0).div_(c).reshape(b, n, len(offs))
-    _, valid = _neighbour_index(h, w, offsets)
-    return out.masked_fill_(~valid, float('inf'))
-
-
-def _local_density(d: Tensor, k: int) -> Tensor:
-    """``rho = exp(-mean of the k smallest distances)``, excluding the token
-    itself (column 0); near borders with fewer than k neighbours, the mean
-    runs over the neighbours there are."""
-    nb = d[..., 1:]
-    kk = min(k, nb.shape[-1])
-    near = torch.topk(nb, kk, dim=-1, largest=False).values  # ascending
-    finite = torch.isfinite(near)
-    mean = near.masked_fill(~finite, 0).sum(-1) / finite.sum(-1).clamp_min(1)
-    return torch.exp(-mean)
-
-
-def _denser(rho_i: Tensor, idx_i: Tensor, rho_j: Tensor, idx_j: Tensor) -> Tensor:
-    """Strict total order "j is denser than i": density, then lower index
-    (deterministic tie-break; no random noise as in TCFormer)."""
-    return (rho_j > rho_i) | ((rho_j == rho_i) & (idx_j < idx_i))
-
-
 # ----------------------------------------------------------------------------
 # building an assignment
-
-
-def assignment_from_labels(
-    labels: Tensor, anchors: Tensor, hw: Tuple[int, int], dtype: torch.dtype = torch.float32
-) -> ClusterAssignment:
-    """Wrap labels/anchors into a :class:`ClusterAssignment`, counting sizes.
-
-    Args:
-        labels (Tensor): ``[B, N]`` int64 cluster ids in ``[0, M)``.
-        anchors (Tensor): ``[B, M]`` int64 anchor token indices.
-        hw (tuple[int, int]): the grid.
-        dtype (torch.dtype): dtype of ``sizes``. Default: float32.
-    """
-    b, m = anchors.shape
-    sizes = torch.zeros(b, m, dtype=dtype, device=labels.device)
-    sizes.scatter_add_(1, labels, torch.ones_like(labels, dtype=dtype))
-    return ClusterAssignment(labels=labels, anchors=anchors, sizes=sizes, hw=tuple(hw))
 
 
 def _labels_from_roots(root: Tensor, m: int, hw) -> ClusterAssignment:
@@ -318,17 +133,17 @@ def _cluster_adjacent(
     dev = x.device
     ar = torch.arange(n, device=dev)
     r = max(density_radius, link_radius, assign_radius if link_to == 'peak' else 0)
-    offsets = _window_offsets(r, dev)
+    offsets = window_offsets(r, dev)
     ring = offsets.abs().amax(1)
     d = window_sqdist(x, hw, offsets)  # [B, N, K]
-    rho = _local_density(d[..., ring <= density_radius], k)
+    rho = local_density(d[..., ring <= density_radius], k)
 
     # Parent = the feature-nearest denser token inside the link window.
     lmask = ring <= link_radius
-    idx, valid = _neighbour_index(*hw, offsets[lmask])
+    idx, valid = neighbour_index(*hw, offsets[lmask])
     dl = d[..., lmask]
     rho_nb = rho[:, idx]  # [B, N, K]
-    denser = _denser(rho[..., None], ar[:, None], rho_nb, idx[None]) & valid
+    denser = denser_than(rho[..., None], ar[:, None], rho_nb, idx[None]) & valid
     cost = dl.masked_fill(~denser, float('inf'))
     best = cost.argmin(-1)
     parent = idx[ar[None], best]  # [B, N]: idx[n, best[b, n]]
@@ -343,7 +158,7 @@ def _cluster_adjacent(
         # are used only when the star links cannot reach M. The ranks are
         # kept apart by adding multiples of an offset above every distance.
         amask = ring <= assign_radius
-        aidx, avalid = _neighbour_index(*hw, offsets[amask])
+        aidx, avalid = neighbour_index(*hw, offsets[amask])
         da = d[..., amask].masked_fill(~(peak[:, aidx] & avalid), float('inf'))
         da[..., 0] = float('inf')  # not to itself
         ab = da.argmin(-1)
@@ -365,7 +180,7 @@ def _cluster_adjacent(
         order = torch.sort((~peak).to(torch.int8), dim=1, stable=True).indices[:, :p_max]
         p_valid = peak.gather(1, order)  # [B, P] padding mask
         rp = rho.gather(1, order)
-        pdenser = _denser(rp[:, :, None], order[:, :, None], rp[:, None, :], order[:, None, :])
+        pdenser = denser_than(rp[:, :, None], order[:, :, None], rp[:, None, :], order[:, None, :])
         pdenser &= p_valid[:, None, :] & p_valid[:, :, None]
         py, px = (order // w).double(), (order % w).double()
         sd = (py[:, :, None] - py[:, None, :]).square() + (px[:, :, None] - px[:, None, :]).square()
@@ -439,15 +254,15 @@ def _cluster_dpc(
     dev = x.device
     ar = torch.arange(n, device=dev)
     r = max(density_radius, link_radius, assign_radius, 1)
-    offsets = _window_offsets(r, dev)
+    offsets = window_offsets(r, dev)
     ring = offsets.abs().amax(1)
     d = window_sqdist(x, hw, offsets)
     if score is None:
-        rho = _local_density(d[..., ring <= density_radius], k)
+        rho = local_density(d[..., ring <= density_radius], k)
         dmask = ring <= link_radius
-        idx, valid = _neighbour_index(*hw, offsets[dmask])
+        idx, valid = neighbour_index(*hw, offsets[dmask])
         dist = d[..., dmask].sqrt()
-        denser = _denser(rho[..., None], ar[:, None], rho[:, idx], idx[None]) & valid
+        denser = denser_than(rho[..., None], ar[:, None], rho[:, idx], idx[None]) & valid
         delta = dist.masked_fill(~denser, float('inf')).amin(-1)
         # a local peak takes the largest distance in its window
         peak_delta = dist.masked_fill(~valid, 0).amax(-1)
@@ -460,7 +275,7 @@ def _cluster_dpc(
     cid.scatter_(1, anchors, torch.arange(m, device=dev).expand(b, m))
 
     amask = ring <= assign_radius
-    idx, valid = _neighbour_index(*hw, offsets[amask])
+    idx, valid = neighbour_index(*hw, offsets[amask])
     cand = cid[:, idx]  # [B, N, Ka]
     cost = d[..., amask].masked_fill(~(valid & (cand >= 0)), float('inf'))
     best = cost.argmin(-1)  # centre first: an anchor picks itself
@@ -484,7 +299,7 @@ def _cluster_dpc_global(x: Tensor, hw, m: int, k: int) -> ClusterAssignment:
     kk = min(k + 1, n)
     near = torch.topk(d, kk, dim=-1, largest=False).values[..., 1:]
     rho = torch.exp(-near.mean(-1)) if kk > 1 else torch.ones(b, n, device=dev)
-    denser = _denser(rho[:, :, None], ar[None, :, None], rho[:, None, :], ar[None, None, :])
+    denser = denser_than(rho[:, :, None], ar[None, :, None], rho[:, None, :], ar[None, None, :])
     dist = d.sqrt()
     delta = dist.masked_fill(~denser, float('inf')).amin(-1)
     delta = torch.where(torch.isfinite(delta), delta, dist.amax(-1))
@@ -548,7 +363,7 @@ def cluster_tokens(
     Returns:
         ClusterAssignment: labels ``[B, N]``, anchors ``[B, M]``, sizes ``[B, M]``.
     """
-    h, w = _check_inputs(x, hw)
+    h, w = check_tokens(x, hw)
     validate_cluster_options(method, k, density_radius, link_radius, assign_radius, link_to)
     n = h * w
     m = resolve_num_clusters(num_clusters, n)

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .cluster import ClusterAssignment
+from .assignment import ClusterAssignment
 
 __all__ = ['merge_tokens', 'unfold_tokens', 'MERGE_MODES']
 

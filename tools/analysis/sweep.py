@@ -1,9 +1,11 @@
 """Accuracy versus speed of AiluRus settings and baselines, one process, same weights.
 
     python tools/analysis/sweep.py CONFIG CHECKPOINT
-        [--cluster-after 2 4 6] [--keep 0.25 0.4 0.5] [--methods adjacent tome pool random dpc_global]
-        [--variant name:key=value,key=value ...] [--num-images N] [--time-images 8]
-        [--out-dir work_dirs/sweep] [--cfg-options ...]
+        [--cluster-after 2 4 6] [--keep 0.25 0.4 0.5]
+        [--methods adjacent tome pool random dpc_global]
+        [--variant name:key=value,key=value ...] [--num-images N] [--every K]
+        [--time-images 8] [--repeats 3] [--device cpu] [--out-dir work_dirs/sweep]
+        [--cfg-options ...]
 
 Every row runs the config's test dataloader (the config's own pipeline, so
 ``--cfg-options test_dataloader.dataset.data_root=...`` selects the data) through
@@ -11,16 +13,15 @@ Every row runs the config's test dataloader (the config's own pipeline, so
 The unaccelerated model (``enabled=False``) is the first row; the grid is
 cluster layer x keep ratio x method (AiluRus readings and baselines at the
 same budget); ``--variant`` adds named option sets (e.g.
-``nosize:size_aware=False``). Speed: backbone and end-to-end (``test_step``)
-time per image on the first ``--time-images`` images after one warm-up pass,
-the reference timed before and after the sweep (their mean is the baseline,
-their spread is reported). Backbone GFLOPs from mmengine's FlopAnalyzer.
-Writes ``sweep.md``, ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (mIoU vs
-backbone speed-up) to ``--out-dir``.
+``nosize:size_aware=False``). Speed: for every row, the backbone and
+``test_step`` on the first ``--time-images`` images, interleaved with the
+reference in ``--repeats`` repetitions after one warm-up round (median and
+min..max of the per-repetition speed-ups). Backbone GFLOPs from mmengine's
+FlopAnalyzer. Writes ``sweep.md``, ``sweep.csv``, ``sweep.json`` and
+``sweep.png`` (mIoU vs backbone speed-up) to ``--out-dir``.
 """
 
 import argparse
-import csv
 import json
 import os
 import os.path as osp
@@ -28,34 +29,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-
-def parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {'True': True, 'False': False, 'None': None}.get(v, v)
-
-
-def parse_variant(text: str):
-    """``name:key=value,key=value`` -> (name, dict)."""
-    if ':' not in text:
-        raise argparse.ArgumentTypeError(f'--variant {text!r}: expected name:key=value[,key=value]')
-    name, body = text.split(':', 1)
-    opts = {}
-    for item in filter(None, body.split(',')):
-        if '=' not in item:
-            raise argparse.ArgumentTypeError(f'--variant {text!r}: {item!r} is not key=value')
-        k, v = item.split('=', 1)
-        opts[k] = parse_value(v)
-    return name, opts
-
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
+
+    from ailurus_mm.analysis import parse_variant
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,16 +58,21 @@ def parse_args(argv=None):
         help='take every K-th test image (spreads a small --num-images over the set)',
     )
     p.add_argument('--time-images', type=int, default=8)
+    p.add_argument('--repeats', type=int, default=3, help='interleaved timing repetitions')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument(
+        '--device', default=None, help='cpu, cuda or cuda:N (default: cuda if available)'
+    )
     p.add_argument('--out-dir', default='work_dirs/sweep')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = p.parse_args(argv)
     if (
         args.time_images < 1
         or args.every < 1
+        or args.repeats < 1
         or (args.num_images is not None and args.num_images < 1)
     ):
-        p.error('--time-images, --every and --num-images must be >= 1')
+        p.error('--time-images, --repeats, --every and --num-images must be >= 1')
     return args
 
 
@@ -97,44 +80,47 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from mmengine.config import Config
-    from mmengine.runner import Runner, load_checkpoint
-    from mmseg.registry import METRICS, MODELS
-    from tqdm import tqdm
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+    from mmengine.utils import ProgressBar
+    from mmseg.registry import MODELS
 
     import ailurus_mm  # noqa: F401
-    from ailurus_mm.apis.benchmark import count_flops, evaluate, time_model
-    from ailurus_mm.models import build_ailurus_cfg
+    from ailurus_mm.analysis import (
+        ailurus_backbone,
+        count_flops,
+        machine_info,
+        markdown_table,
+        quiet_logs,
+        resolve_device,
+        time_interleaved,
+        write_table,
+    )
+    from ailurus_mm.analysis.models import batches_to
+    from ailurus_mm.analysis.segmentation import build_seg_metric, evaluate, load_test_batches
 
+    device = resolve_device(args.device)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    from mmengine.registry import init_default_scope
-
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    if cfg.model.backbone.type != 'AiluRusVisionTransformer':
-        sys.exit(f'{args.config}: model.backbone.type must be AiluRusVisionTransformer')
     cfg.model.pretrained = None
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
-    model.eval()
-    bb = model.backbone
-    base_opts = dict(cfg.model.backbone.get('ailurus', {}))
+    bb = ailurus_backbone(model)
+    if bb is None:
+        sys.exit(
+            f'{args.config}: model.backbone.type={cfg.model.backbone.type!r} '
+            'is not an AiluRus backbone'
+        )
+    with quiet_logs():
+        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    model.to(device).eval()
 
-    dl_cfg = cfg.test_dataloader.copy()
-    dl_cfg.update(num_workers=0, persistent_workers=False, batch_size=1)
-    loader = Runner.build_dataloader(dl_cfg)
-    batches = []
-    for i, data in enumerate(tqdm(loader, desc='loading images', file=sys.stderr)):
-        if i % args.every:
-            continue
-        batches.append(data)
-        if args.num_images and len(batches) >= args.num_images:
-            break
-    ev = cfg.test_evaluator
-    metric = METRICS.build(dict(ev[0] if isinstance(ev, (list, tuple)) else ev))
-    metric.dataset_meta = loader.dataset.metainfo
-    classes = list(loader.dataset.metainfo['classes'])
+    batches, meta = load_test_batches(cfg, args.num_images, args.every)
+    batches = batches_to(batches, device)
+    metric = build_seg_metric(cfg, meta)
+    classes = list(meta['classes'])
 
     variants = [('reference', dict(enabled=False))]
     for ca in args.cluster_after:
@@ -143,129 +129,115 @@ def main(argv=None):
                 variants.append(
                     (
                         f'{method} L{ca} k{keep}',
-                        dict(
-                            enabled=True,
-                            cluster_after=ca,
-                            keep_ratio=keep,
-                            num_clusters=None,
-                            method=method,
-                        ),
+                        dict(enabled=True, cluster_after=ca, keep_ratio=keep, method=method),
                     )
                 )
     for name, opts in args.variant:
         variants.append((name, dict(dict(enabled=True), **opts)))
     x1 = model.data_preprocessor(batches[0], False)['inputs']
     grid = (x1.shape[-2] // bb.patch_size, x1.shape[-1] // bb.patch_size)
+    tb = batches[: args.time_images]
+    xs = [model.data_preprocessor(b, False)['inputs'] for b in tb]
+
+    def runner(opts, e2e):
+        def fn():
+            with bb.options_override(**opts):
+                for b, x in zip(tb, xs):
+                    model.test_step(b) if e2e else model.backbone(x)
+
+        return fn
 
     rows = []
-    tb = batches[: args.time_images]
-    for name, over in tqdm(variants, desc='variants', file=sys.stderr):
-        opts = dict(base_opts, **over)
-        if opts.get('num_clusters') is not None:
-            opts['keep_ratio'] = None
-        bb.ailurus = build_ailurus_cfg(opts, len(bb.layers))
-        res, per_class, present = evaluate(model, batches, metric)
-        t_bb, t_e2e = time_model(model, tb)
-        gflops = count_flops(bb, x1, bb)
-        kept = bb.num_kept(grid) if bb.ailurus['enabled'] else grid[0] * grid[1]
-        if (
-            bb.ailurus['enabled']
-            and bb.ailurus['method'] == 'pool'
-            and bb.last_assignment is not None
-        ):
-            kept = bb.last_assignment.num_clusters
+    bar = ProgressBar(len(variants), file=sys.stderr)
+    for name, over in variants:
+        with bb.options_override(**over) as opts:
+            res, per_class, present = evaluate(model, batches, metric)
+            gflops = count_flops(bb, x1, bb)
+            kept = bb.num_kept(grid)
+        ref = dict(enabled=False)
+        t_bb = time_interleaved(
+            {'ref': runner(ref, False), 'row': runner(over, False)}, 1, args.repeats, device
+        )
+        t_e2e = time_interleaved(
+            {'ref': runner(ref, True), 'row': runner(over, True)}, 1, args.repeats, device
+        )
+        sb, se = t_bb['row'].ratio_to(t_bb['ref']), t_e2e['row'].ratio_to(t_e2e['ref'])
         rows.append(
             dict(
                 name=name,
-                options=bb.ailurus,
+                options=opts.to_dict(),
                 mIoU=float(res['mIoU']),
                 aAcc=float(res['aAcc']),
                 mAcc=float(res.get('mAcc', 'nan')),
                 per_class_iou=[100 * v for v in per_class],
-                backbone_ms=1e3 * t_bb,
-                e2e_ms=1e3 * t_e2e,
+                backbone_ms=1e3 * t_bb['row'].median / len(tb),
+                e2e_ms=1e3 * t_e2e['row'].median / len(tb),
+                backbone_speedup=sb['median'] if name != 'reference' else 1.0,
+                backbone_speedup_range=[sb['min'], sb['max']],
+                e2e_speedup=se['median'] if name != 'reference' else 1.0,
+                e2e_speedup_range=[se['min'], se['max']],
                 backbone_gflops=gflops,
                 tokens=kept,
             )
         )
-        print(f'{name}: mIoU {res["mIoU"]:.2f} backbone {1e3 * t_bb:.0f} ms', file=sys.stderr)
-    # the reference again, to bound timing drift over the sweep
-    bb.ailurus = build_ailurus_cfg(dict(base_opts, enabled=False), len(bb.layers))
-    t_bb2, t_e2e2 = time_model(model, tb)
+        bar.update()
+        print(
+            f'\n{name}: mIoU {res["mIoU"]:.2f} backbone speed-up {sb["median"]:.2f}x',
+            file=sys.stderr,
+        )
     ref = rows[0]
-    ref_bb = (ref['backbone_ms'] + 1e3 * t_bb2) / 2
-    ref_e2e = (ref['e2e_ms'] + 1e3 * t_e2e2) / 2
-    drift = abs(ref['backbone_ms'] - 1e3 * t_bb2) / ref_bb
     for r in rows:
-        r['backbone_speedup'] = ref_bb / r['backbone_ms'] if r is not ref else 1.0
-        r['e2e_speedup'] = ref_e2e / r['e2e_ms'] if r is not ref else 1.0
         r['delta_mIoU'] = r['mIoU'] - ref['mIoU']
         r['gflops_ratio'] = ref['backbone_gflops'] / r['backbone_gflops']
 
     os.makedirs(args.out_dir, exist_ok=True)
+    mi = machine_info(device)
     head = (
         f'# Sweep: {osp.basename(args.config)}\n\n- checkpoint: {args.checkpoint}\n'
-        f'- images: {len(batches)} (every {args.every}-th image of {dl_cfg.dataset.get("data_root")}, '
-        f'{dl_cfg.dataset.get("data_prefix")}), input {tuple(x1.shape[-2:])}, {grid[0]}x{grid[1]} tokens\n'
-        f'- timing: {len(tb)} images, batch 1, median-free mean after 1 warm-up pass, '
-        f'threads {args.threads}, load {os.getloadavg()[0]:.2f}; reference drift over the sweep '
-        f'{100 * drift:.1f}%\n\n'
+        f'- images: {len(batches)} (every {args.every}-th test image of '
+        f'{cfg.test_dataloader.dataset.get("data_root")}, '
+        f'{cfg.test_dataloader.dataset.get("data_prefix")}), input {tuple(x1.shape[-2:])}, '
+        f'{grid[0]}x{grid[1]} tokens\n'
+        f'- timing: {len(tb)} images, batch 1, each row interleaved with the reference, median of '
+        f'{args.repeats} repetitions after 1 warm-up round; device {mi["device"]}, threads '
+        f'{mi["threads"]}, load {mi["load_1min"]}\n\n'
     )
-    lines = [
-        '| variant | tokens | mIoU | delta | aAcc | backbone GFLOPs | FLOPs ratio | backbone speed-up '
-        '| end-to-end speed-up |',
-        '|---|---|---|---|---|---|---|---|---|',
+    cols = [
+        ('name', 'variant'),
+        ('tokens', 'tokens'),
+        ('mIoU', 'mIoU', '.2f'),
+        ('delta_mIoU', 'delta', '+.2f'),
+        ('aAcc', 'aAcc', '.2f'),
+        ('backbone_gflops', 'backbone GFLOPs', '.2f'),
+        ('gflops_ratio', 'FLOPs ratio', '.2f}x'),
+        ('backbone_speedup', 'backbone speed-up', '.2f}x'),
+        (lambda r: '[{:.2f}..{:.2f}]'.format(*r['backbone_speedup_range']), 'range'),
+        ('e2e_speedup', 'end-to-end speed-up', '.2f}x'),
     ]
-    for r in rows:
-        lines.append(
-            f'| {r["name"]} | {r["tokens"]} | {r["mIoU"]:.2f} | {r["delta_mIoU"]:+.2f} | '
-            f'{r["aAcc"]:.2f} | {r["backbone_gflops"]:.2f} | {r["gflops_ratio"]:.2f}x | '
-            f'{r["backbone_speedup"]:.2f}x | {r["e2e_speedup"]:.2f}x |'
-        )
-    lines += ['', '| variant | ' + ' | '.join(classes) + ' |', '|---|' + '---|' * len(classes)]
-    for r in rows:
-        lines.append(
-            f'| {r["name"]} | ' + ' | '.join(f'{v:.1f}' for v in r['per_class_iou']) + ' |'
-        )
-    md = head + '\n'.join(lines) + '\n'
+    per_class = [('name', 'variant')] + [
+        (lambda r, i=i: r['per_class_iou'][i], c, '.1f') for i, c in enumerate(classes)
+    ]
+    csv_cols = [
+        ('name', 'variant'),
+        ('tokens', 'tokens'),
+        ('mIoU', 'mIoU', '.3f'),
+        ('delta_mIoU', 'delta_mIoU', '.3f'),
+        ('aAcc', 'aAcc', '.3f'),
+        ('backbone_gflops', 'backbone_gflops', '.3f'),
+        ('backbone_ms', 'backbone_ms', '.1f'),
+        ('e2e_ms', 'e2e_ms', '.1f'),
+        ('backbone_speedup', 'backbone_speedup', '.3f'),
+        ('e2e_speedup', 'e2e_speedup', '.3f'),
+    ] + [(lambda r, i=i: r['per_class_iou'][i], f'IoU_{c}', '.2f') for i, c in enumerate(classes)]
+    md = write_table(
+        rows, cols, header=head, csv_path=osp.join(args.out_dir, 'sweep.csv'), csv_columns=csv_cols
+    )
+    md += '\n' + markdown_table(rows, per_class) + '\n'
     print(md)
     with open(osp.join(args.out_dir, 'sweep.md'), 'w') as f:
         f.write(md)
     with open(osp.join(args.out_dir, 'sweep.json'), 'w') as f:
-        json.dump(dict(rows=rows, classes=classes, drift=drift), f, indent=1, default=str)
-    with open(osp.join(args.out_dir, 'sweep.csv'), 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                'variant',
-                'tokens',
-                'mIoU',
-                'delta_mIoU',
-                'aAcc',
-                'backbone_gflops',
-                'backbone_ms',
-                'e2e_ms',
-                'backbone_speedup',
-                'e2e_speedup',
-            ]
-            + [f'IoU_{c}' for c in classes]
-        )
-        for r in rows:
-            w.writerow(
-                [
-                    r['name'],
-                    r['tokens'],
-                    f'{r["mIoU"]:.3f}',
-                    f'{r["delta_mIoU"]:.3f}',
-                    f'{r["aAcc"]:.3f}',
-                    f'{r["backbone_gflops"]:.3f}',
-                    f'{r["backbone_ms"]:.1f}',
-                    f'{r["e2e_ms"]:.1f}',
-                    f'{r["backbone_speedup"]:.3f}',
-                    f'{r["e2e_speedup"]:.3f}',
-                ]
-                + [f'{v:.2f}' for v in r['per_class_iou']]
-            )
+        json.dump(dict(rows=rows, classes=classes, machine=mi), f, indent=1, default=str)
     plot(rows, osp.join(args.out_dir, 'sweep.png'), osp.basename(args.config))
     return rows
 

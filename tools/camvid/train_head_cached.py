@@ -85,9 +85,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'tools' / 'model_converters'))
+from ailurus_mm.zoo.camvid import REPO
 
 DEFAULT_CONFIG = REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_mask_frozen_camvid-504x672.py'
 DEFAULT_DATA_ROOT = REPO / '..' / 'shared' / 'data' / 'CamVid'
@@ -331,6 +329,8 @@ def evaluate(
     Returns:
         Tuple[float, np.ndarray]: mIoU in percent and per-class IoU (%).
     """
+    from mmseg.evaluation import IoUMetric
+
     head.eval()
     inter = torch.zeros(NUM_CLASSES, dtype=torch.float64)
     union = torch.zeros(NUM_CLASSES, dtype=torch.float64)
@@ -339,12 +339,10 @@ def evaluate(
         lab = labels[i : i + batch_size].long()
         logits = F.interpolate(logits, size=lab.shape[-2:], mode='bilinear', align_corners=False)
         pred = logits.argmax(1)
-        valid = lab != VOID
-        p, g = pred[valid], lab[valid]
-        inter += torch.bincount(g[p == g], minlength=NUM_CLASSES).double()
-        area_p = torch.bincount(p, minlength=NUM_CLASSES).double()
-        area_g = torch.bincount(g, minlength=NUM_CLASSES).double()
-        union += area_p + area_g - torch.bincount(g[p == g], minlength=NUM_CLASSES).double()
+        # mmseg's own counting (what IoUMetric.process does per image)
+        area_i, area_u, _, _ = IoUMetric.intersect_and_union(pred, lab, NUM_CLASSES, VOID)
+        inter += area_i.double()
+        union += area_u.double()
     head.train()
     iou = (inter / union.clamp(min=1)).numpy() * 100
     return float(np.nanmean(iou)), iou

@@ -1,0 +1,212 @@
+"""The token-reduction forward, written once for every plain ViT.
+
+Pure torch, no OpenMMLab import. A backbone supplies its token sequence
+(after embedding), its depth, and one callable that runs layer ``i`` with an
+optional additive key bias; :class:`ReductionEngine` does the rest:
+
+1. layers ``0 .. L-1`` on every token (``L = cluster_after``);
+2. cluster the patch tokens of layer ``L``'s input (prefix tokens, i.e. class
+   and register tokens, are counted once and never merged), merge them;
+3. layers ``L ..`` on ``prefix + M`` tokens with the ``log(size)`` key bias;
+4. every requested output unfolded back to ``prefix + N`` tokens.
+
+Step 1 does not depend on the reduction setting, so it is exposed on its own
+(:meth:`ReductionEngine.run_prefix`): a sweep or an analysis computes it once
+per image and runs many settings from it (:meth:`ReductionEngine.run_rest`),
+with exactly the numbers of the uncached path. The assignment is part of the
+result and can be passed in, so whoever needs it (analysis, reconstruction
+of a head's output) gets it explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ._validate import check_int
+from .assignment import ClusterAssignment
+from .attention import size_attn_bias
+from .merge import merge_tokens, unfold_tokens
+from .options import AiluRusOptions
+from .reduce import reduce_tokens
+
+__all__ = ['ReductionEngine', 'PrefixState', 'ReductionOutput', 'LayerRunner']
+
+#: ``run_layer(index, x, key_bias, fused) -> x``: run layer ``index`` on
+#: ``x [B, L, C]``. ``key_bias`` is None or a ``[B, 1, 1, L]`` additive
+#: attention-logit mask; ``fused`` asks for the fused attention kernel. With
+#: ``key_bias=None`` and ``fused=False`` the backbone runs its stock layer.
+LayerRunner = Callable[[int, Tensor, Optional[Tensor], bool], Tensor]
+
+
+@dataclass
+class PrefixState:
+    """Where the setting-independent part of a forward ends.
+
+    Attributes:
+        x (Tensor): ``[B, P + N, C]`` input of layer ``stop``.
+        hw (tuple[int, int]): the patch grid.
+        stop (int): number of layers already run (the clustering layer).
+        fused (bool): whether those layers ran through the fused kernel.
+        outs (list[Tensor]): requested outputs collected so far (full
+            ``[B, P + N, C]`` sequences, in order).
+    """
+
+    x: Tensor
+    hw: Tuple[int, int]
+    stop: int
+    fused: bool
+    outs: List[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class ReductionOutput:
+    """A reduced forward's result.
+
+    Attributes:
+        outs (list[Tensor]): every requested output as a full-resolution
+            ``[B, P + N, C]`` sequence (prefix tokens first), in order.
+        assignment (ClusterAssignment | None): the clustering used, None when
+            nothing was merged.
+        hw (tuple[int, int]): the patch grid.
+        num_prefix_tokens (int): P.
+    """
+
+    outs: List[Tensor]
+    assignment: Optional[ClusterAssignment]
+    hw: Tuple[int, int]
+    num_prefix_tokens: int
+
+
+class ReductionEngine:
+    """Runs a ViT's layers with AiluRus token reduction.
+
+    Args:
+        run_layer (LayerRunner): runs one layer (see :data:`LayerRunner`).
+        num_layers (int): depth.
+        num_prefix_tokens (int): class/register tokens in front of the patch
+            tokens; never merged, size 1 in the attention bias.
+        out_indices (Sequence[int]): layers whose outputs are returned.
+        after_layer (callable, optional): ``(index, x) -> x`` applied after a
+            layer and before its output is collected (e.g. a final norm).
+        include_input (bool): also return the input sequence as the first
+            output (mmseg's ``out_origin``).
+    """
+
+    def __init__(
+        self,
+        run_layer: LayerRunner,
+        num_layers: int,
+        num_prefix_tokens: int,
+        out_indices: Sequence[int],
+        after_layer: Optional[Callable[[int, Tensor], Tensor]] = None,
+        include_input: bool = False,
+    ):
+        self.run_layer = run_layer
+        self.num_layers = check_int('num_layers', num_layers, 1)
+        self.num_prefix_tokens = check_int('num_prefix_tokens', num_prefix_tokens, 0)
+        self.out_indices = tuple(out_indices)
+        self.after_layer = after_layer
+        self.include_input = include_input
+
+    def _layer(self, i: int, x: Tensor, bias: Optional[Tensor], fused: bool) -> Tensor:
+        x = self.run_layer(i, x, bias, fused)
+        if self.after_layer is not None:
+            x = self.after_layer(i, x)
+        return x
+
+    def _check_tokens(self, x: Tensor, hw: Sequence[int]) -> Tuple[int, int]:
+        h, w = int(hw[0]), int(hw[1])
+        if x.dim() != 3 or x.shape[1] != self.num_prefix_tokens + h * w:
+            raise ValueError(
+                f'tokens must be [B, {self.num_prefix_tokens} + {h}x{w}, C], got {tuple(x.shape)}'
+            )
+        return h, w
+
+    def run_prefix(self, x: Tensor, hw: Sequence[int], options: AiluRusOptions) -> PrefixState:
+        """Layers ``0 .. cluster_after - 1`` on every token.
+
+        Args:
+            x (Tensor): ``[B, P + N, C]`` embedded tokens.
+            hw (Sequence[int]): the patch grid.
+            options (AiluRusOptions): only ``cluster_after`` and ``fast_attn``
+                are used; the state serves every setting that shares them.
+        """
+        hw = self._check_tokens(x, hw)
+        stop = options.cluster_after
+        outs = [x] if self.include_input else []
+        for i in range(stop):
+            x = self._layer(i, x, None, options.fast_attn)
+            if i in self.out_indices:
+                outs.append(x)
+        return PrefixState(x=x, hw=hw, stop=stop, fused=options.fast_attn, outs=outs)
+
+    def run_rest(
+        self,
+        state: PrefixState,
+        options: AiluRusOptions,
+        assignment: Optional[ClusterAssignment] = None,
+    ) -> ReductionOutput:
+        """Cluster, merge, and run the remaining layers.
+
+        Args:
+            state (PrefixState): from :meth:`run_prefix` with the same
+                ``cluster_after`` and ``fast_attn``.
+            options (AiluRusOptions): the setting.
+            assignment (ClusterAssignment, optional): use this grouping
+                instead of clustering (it must match the batch and the grid).
+        """
+        if state.stop != options.cluster_after or state.fused != options.fast_attn:
+            raise ValueError(
+                f'the prefix state ran {state.stop} layers (fast_attn={state.fused}); the options '
+                f'ask for cluster_after={options.cluster_after} (fast_attn={options.fast_attn})'
+            )
+        x, hw, p = state.x, state.hw, self.num_prefix_tokens
+        outs = list(state.outs)
+        if assignment is None and options.reduces(hw):
+            assignment = reduce_tokens(x[:, p:], hw, options.budget, **options.cluster_kwargs())
+        if assignment is not None:
+            self._check_assignment(assignment, x, hw)
+            if assignment.num_clusters == assignment.num_tokens:
+                assignment = None  # nothing merged: the stock path
+        bias = None
+        if assignment is not None:
+            merged = merge_tokens(x[:, p:], assignment, mode=options.merge)
+            x = torch.cat([x[:, :p], merged], 1)
+            if options.size_aware:
+                bias = size_attn_bias(assignment.sizes, p, dtype=x.dtype)
+        fused = options.fast_attn or assignment is not None
+        for i in range(state.stop, self.num_layers):
+            x = self._layer(i, x, bias, fused)
+            if i in self.out_indices:
+                outs.append(self.unfold(x, assignment))
+        return ReductionOutput(outs=outs, assignment=assignment, hw=hw, num_prefix_tokens=p)
+
+    def __call__(
+        self,
+        x: Tensor,
+        hw: Sequence[int],
+        options: AiluRusOptions,
+        assignment: Optional[ClusterAssignment] = None,
+    ) -> ReductionOutput:
+        """The whole forward: :meth:`run_prefix` then :meth:`run_rest`."""
+        return self.run_rest(self.run_prefix(x, hw, options), options, assignment)
+
+    def unfold(self, x: Tensor, assignment: Optional[ClusterAssignment]) -> Tensor:
+        """``[B, P + M, C]`` -> ``[B, P + N, C]`` (identity without assignment)."""
+        if assignment is None:
+            return x
+        p = self.num_prefix_tokens
+        return torch.cat([x[:, :p], unfold_tokens(x[:, p:], assignment)], 1)
+
+    def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
+        if not isinstance(a, ClusterAssignment):
+            raise ValueError(f'assignment must be a ClusterAssignment, got {type(a).__name__}')
+        if tuple(a.hw) != tuple(hw) or a.labels.shape != (x.shape[0], hw[0] * hw[1]):
+            raise ValueError(
+                f'assignment for a {a.hw} grid and batch {a.labels.shape[0]} does not fit '
+                f'the tokens (grid {hw}, batch {x.shape[0]})'
+            )

@@ -1,0 +1,239 @@
+"""The AiluRus options: one typed, frozen, validated object.
+
+Pure torch/python, no OpenMMLab import. Every backbone, tool and analysis
+takes its options from :class:`AiluRusOptions`; a config's
+``ailurus=dict(...)`` goes through :meth:`AiluRusOptions.from_dict` (unknown
+keys and out-of-range values fail at model build time, naming the key, the
+value and the allowed range) and changes go through
+:meth:`AiluRusOptions.replace`, which validates again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ._validate import check_bool, check_choice, check_int, check_ratio
+from .assignment import resolve_num_clusters
+from .baselines import pool_num_groups, pool_stride
+from .cluster import DEFAULT_OPTIONS, validate_cluster_options
+from .merge import MERGE_MODES
+from .reduce import REDUCTION_METHODS
+
+__all__ = ['AiluRusOptions', 'CLUSTER_KEYS']
+
+#: The options handed to :func:`ailurus_mm.ops.reduce_tokens` (each method
+#: takes the ones it uses).
+CLUSTER_KEYS = ('k', 'density_radius', 'link_radius', 'assign_radius', 'link_to')
+
+
+@dataclass(frozen=True)
+class AiluRusOptions:
+    """Everything that decides how a backbone reduces its tokens.
+
+    Attributes:
+        enabled (bool): False runs the stock forward. Default: True.
+        cluster_after (int): layers that run on all tokens; the output of
+            layer ``cluster_after`` (1-based: "cluster on the output of layer
+            2") is clustered. In ``[0, num_layers - 1]``. Default: 2 (set it
+            per model: docs/results.md).
+        keep_ratio (float | None): M / N in ``(0, 1]``; 1.0 is the stock
+            model. Default: 0.4 (set it per model).
+        num_clusters (int | None): a fixed M (>= 1) instead of ``keep_ratio``;
+            exactly one of the two is set.
+        method (str): ``'adjacent'`` (default), ``'dpc'``, ``'dpc_global'`` or
+            a baseline ``'pool'``/``'random'``/``'tome'``.
+        k, density_radius, link_radius, assign_radius, link_to: clustering
+            options of :func:`ailurus_mm.ops.cluster_tokens`.
+        seed (int): for ``method='random'``. Default: 0.
+        merge (str): ``'mean'`` or ``'anchor'``. Default: 'mean'.
+        size_aware (bool): add ``log(size)`` to the attention logits of merged
+            keys. Default: True.
+        fast_attn (bool): run the layers before clustering through the same
+            fused attention kernel as the layers after it (numerically equal
+            up to rounding; a benchmark control). Default: False.
+        num_layers (int | None): the backbone's depth, for the range of
+            ``cluster_after`` (not an option: set by :meth:`from_dict`).
+    """
+
+    enabled: bool = True
+    cluster_after: int = 2
+    keep_ratio: Optional[float] = 0.4
+    num_clusters: Optional[int] = None
+    method: str = DEFAULT_OPTIONS['method']
+    k: int = DEFAULT_OPTIONS['k']
+    density_radius: int = DEFAULT_OPTIONS['density_radius']
+    link_radius: int = DEFAULT_OPTIONS['link_radius']
+    assign_radius: int = DEFAULT_OPTIONS['assign_radius']
+    link_to: str = DEFAULT_OPTIONS['link_to']
+    seed: int = 0
+    merge: str = 'mean'
+    size_aware: bool = True
+    fast_attn: bool = False
+    num_layers: Optional[int] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._validate()
+
+    # ------------------------------------------------------------------
+    # construction
+
+    @classmethod
+    def keys(cls) -> Tuple[str, ...]:
+        """The option names a config's ``ailurus`` dict may hold."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != 'num_layers')
+
+    @classmethod
+    def from_dict(
+        cls, cfg: Optional[Union[Mapping[str, Any], 'AiluRusOptions']], num_layers: int
+    ) -> 'AiluRusOptions':
+        """Defaults filled in, every value validated.
+
+        Args:
+            cfg (Mapping | AiluRusOptions | None): the config's ``ailurus``
+                dict (any subset of :meth:`keys`), or options to re-check.
+            num_layers (int): depth of the backbone.
+
+        Raises:
+            ValueError: naming the offending key, its value and the allowed
+                range (unknown keys too).
+        """
+        if isinstance(cfg, AiluRusOptions):
+            cfg = cfg.to_dict()
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(cls.keys()))
+        if unknown:
+            raise ValueError(f'ailurus: unknown option(s) {unknown}; allowed: {sorted(cls.keys())}')
+        if cfg.get('num_clusters') is not None and cfg.get('keep_ratio') is not None:
+            raise ValueError(
+                'ailurus: give either keep_ratio or num_clusters, not both '
+                f'(keep_ratio={cfg["keep_ratio"]!r}, num_clusters={cfg["num_clusters"]!r})'
+            )
+        if cfg.get('num_clusters') is not None:
+            cfg.setdefault('keep_ratio', None)
+        return cls(num_layers=num_layers, **cfg)
+
+    def replace(self, **overrides) -> 'AiluRusOptions':
+        """A validated copy with ``overrides`` applied.
+
+        Giving ``num_clusters`` clears ``keep_ratio`` and vice versa, so
+        ``replace(num_clusters=100)`` on ratio-based options just works.
+        """
+        unknown = sorted(set(overrides) - set(self.keys()))
+        if unknown:
+            raise ValueError(
+                f'ailurus: unknown option(s) {unknown}; allowed: {sorted(self.keys())}'
+            )
+        cfg = self.to_dict()
+        if overrides.get('num_clusters') is not None and 'keep_ratio' not in overrides:
+            cfg['keep_ratio'] = None
+        if overrides.get('keep_ratio') is not None and 'num_clusters' not in overrides:
+            cfg['num_clusters'] = None
+        cfg.update(overrides)
+        return self.from_dict(cfg, self.num_layers)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The options as a plain dict (what a config's ``ailurus`` holds)."""
+        return {k: getattr(self, k) for k in self.keys()}
+
+    # ------------------------------------------------------------------
+    # validation (the single owner of every range)
+
+    def _validate(self) -> None:
+        for key in ('enabled', 'size_aware', 'fast_attn'):
+            check_bool(f'ailurus.{key}', getattr(self, key))
+        if self.num_layers is not None:
+            check_int('num_layers', self.num_layers, 1)
+        high = None if self.num_layers is None else self.num_layers - 1
+        check_int(
+            'ailurus.cluster_after',
+            self.cluster_after,
+            0,
+            high,
+            hint='layers run on all tokens before clustering',
+        )
+        if (self.keep_ratio is None) == (self.num_clusters is None):
+            raise ValueError(
+                'ailurus: exactly one of keep_ratio and num_clusters must be set '
+                f'(keep_ratio={self.keep_ratio!r}, num_clusters={self.num_clusters!r})'
+            )
+        if self.keep_ratio is not None:
+            # frozen: object.__setattr__ is the dataclass way to normalise in __post_init__
+            object.__setattr__(
+                self, 'keep_ratio', check_ratio('ailurus.keep_ratio', self.keep_ratio)
+            )
+        else:
+            check_int(
+                'ailurus.num_clusters',
+                self.num_clusters,
+                1,
+                hint='and <= the number of patch tokens, checked per input',
+            )
+        check_choice('ailurus.method', self.method, REDUCTION_METHODS)
+        check_choice('ailurus.merge', self.merge, MERGE_MODES)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f'ailurus.seed={self.seed!r} must be an int')
+        # baselines use a subset of the clustering options; check them all
+        # with the reading that uses the most (dpc) unless it is the method
+        reading = self.method if self.method in ('adjacent', 'dpc_global') else 'dpc'
+        validate_cluster_options(
+            reading,
+            self.k,
+            self.density_radius,
+            self.link_radius,
+            self.assign_radius,
+            self.link_to,
+            prefix='ailurus.',
+        )
+
+    # ------------------------------------------------------------------
+    # what the options mean for a given grid
+
+    @property
+    def budget(self) -> Union[int, float]:
+        """The ``num_clusters`` argument of :func:`ailurus_mm.ops.reduce_tokens`."""
+        return self.keep_ratio if self.keep_ratio is not None else self.num_clusters
+
+    def cluster_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`ailurus_mm.ops.reduce_tokens` besides
+        the tokens, the grid and the budget."""
+        return dict(
+            method=self.method, seed=self.seed, **{k: getattr(self, k) for k in CLUSTER_KEYS}
+        )
+
+    def num_kept(self, hw: Sequence[int]) -> int:
+        """Patch tokens left after the reduction on an ``H x W`` grid.
+
+        Right for every method: ``pool`` leaves the number of blocks its
+        stride gives, not the requested M.
+
+        Raises:
+            ValueError: if ``num_clusters`` exceeds the grid's token count.
+        """
+        h, w = int(hw[0]), int(hw[1])
+        n = h * w
+        if not self.enabled:
+            return n
+        if self.num_clusters is not None and self.num_clusters > n:
+            raise ValueError(
+                f'ailurus.num_clusters={self.num_clusters} is more than the {n} patch tokens '
+                f'of a {h}x{w} grid'
+            )
+        if self.method == 'pool':
+            return pool_num_groups((h, w), pool_stride(self.budget, n))
+        return resolve_num_clusters(self.budget, n)
+
+    def reduces(self, hw: Sequence[int]) -> bool:
+        """Whether any token is merged on this grid (False: the stock model)."""
+        return self.enabled and self.num_kept(hw) < int(hw[0]) * int(hw[1])
+
+    def token_counts(self, hw: Sequence[int], num_prefix_tokens: int = 0) -> List[int]:
+        """Tokens entering each layer, prefix (class/register) tokens included."""
+        if self.num_layers is None:
+            raise ValueError('token_counts needs num_layers (build the options with from_dict)')
+        n = int(hw[0]) * int(hw[1])
+        m = self.num_kept(hw) if self.reduces(hw) else n
+        return [
+            num_prefix_tokens + (n if i < self.cluster_after else m) for i in range(self.num_layers)
+        ]

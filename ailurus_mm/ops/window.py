@@ -1,0 +1,104 @@
+"""Spatial windows on a token grid: the machinery under every clustering reading.
+
+Pure torch. Tokens ``x`` are ``[B, N, C]`` laid out row-major on an ``H x W``
+grid. Everything here is ``O(N * K)`` for a window of ``K`` offsets: no
+``N x N`` buffer, and Python loops over offsets and row bands, never over
+tokens or images.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['window_offsets', 'neighbour_index', 'window_sqdist', 'local_density', 'denser_than']
+
+
+def window_offsets(radius: int, device) -> Tensor:
+    """``[K, 2]`` (dy, dx) offsets of a Chebyshev window, centre first, then ring
+    by ring (so argmin ties favour the centre, then the spatially nearer)."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = torch.meshgrid(r, r, indexing='ij')
+    off = torch.stack([dy.flatten(), dx.flatten()], 1)
+    ring = off.abs().amax(1)
+    order = torch.argsort(
+        ring * (2 * radius + 1) ** 2 + torch.arange(len(off), device=device), stable=True
+    )
+    return off[order]
+
+
+def neighbour_index(h: int, w: int, offsets: Tensor) -> Tuple[Tensor, Tensor]:
+    """Token index of every window neighbour and whether it lies on the grid.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``idx [N, K]`` int64 (clamped to a valid index
+        where off-grid) and ``valid [N, K]`` bool.
+    """
+    dev = offsets.device
+    ys = torch.arange(h, device=dev).repeat_interleave(w)[:, None] + offsets[None, :, 0]
+    xs = torch.arange(w, device=dev).repeat(h)[:, None] + offsets[None, :, 1]
+    valid = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    idx = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
+    return idx, valid
+
+
+def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
+    """Squared feature distance ``||x_i - x_j||^2 / C`` to each window neighbour.
+
+    Computed on shifted views of the padded grid, one offset at a time, in
+    bands of rows small enough (about 1 MiB of features) to stay in cache while
+    all offsets are visited: memory ``O(N * K)``, never ``O(N^2)``; the Python
+    loops run over offsets and row bands, never over tokens.
+
+    Args:
+        x (Tensor): ``[B, N, C]`` float tokens.
+        hw (tuple[int, int]): grid ``(H, W)``.
+        offsets (Tensor): ``[K, 2]`` window offsets from :func:`window_offsets`.
+
+    Returns:
+        Tensor: ``[B, N, K]``; ``inf`` where the neighbour is off the grid.
+    """
+    b, n, c = x.shape
+    h, w = hw
+    r = int(offsets.abs().max())
+    grid = x.reshape(b, h, w, c)
+    sq = grid.square().sum(-1)
+    padded = F.pad(grid, (0, 0, r, r, r, r))
+    sq_padded = F.pad(sq, (r, r, r, r))
+    offs = offsets.tolist()
+    out = x.new_empty(b, h, w, len(offs))
+    band = max(1, (1 << 20) // (b * w * c * x.element_size()))
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        rows = grid[:, y0:y1]
+        for k, (dy, dx) in enumerate(offs):
+            out[:, y0:y1, :, k] = torch.linalg.vecdot(
+                rows, padded[:, r + dy + y0 : r + dy + y1, r + dx : r + dx + w]
+            )
+    out.mul_(-2).add_(sq[..., None])
+    for k, (dy, dx) in enumerate(offs):
+        out[..., k] += sq_padded[:, r + dy : r + dy + h, r + dx : r + dx + w]
+    out = out.clamp_min_(0).div_(c).reshape(b, n, len(offs))
+    _, valid = neighbour_index(h, w, offsets)
+    return out.masked_fill_(~valid, float('inf'))
+
+
+def local_density(d: Tensor, k: int) -> Tensor:
+    """``rho = exp(-mean of the k smallest distances)``, excluding the token
+    itself (column 0); near borders with fewer than k neighbours, the mean
+    runs over the neighbours there are."""
+    nb = d[..., 1:]
+    kk = min(k, nb.shape[-1])
+    near = torch.topk(nb, kk, dim=-1, largest=False).values  # ascending
+    finite = torch.isfinite(near)
+    mean = near.masked_fill(~finite, 0).sum(-1) / finite.sum(-1).clamp_min(1)
+    return torch.exp(-mean)
+
+
+def denser_than(rho_i: Tensor, idx_i: Tensor, rho_j: Tensor, idx_j: Tensor) -> Tensor:
+    """Strict total order "j is denser than i": density, then lower index
+    (deterministic tie-break; no random noise as in TCFormer)."""
+    return (rho_j > rho_i) | ((rho_j == rho_i) & (idx_j < idx_i))
