@@ -1,0 +1,237 @@
+"""The options object, the reduction engine and the backbone mixin."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+
+import ailurus_mm  # noqa: F401
+from ailurus_mm.analysis import markdown_table, time_interleaved, write_table
+from ailurus_mm.ops import AiluRusOptions, ReductionEngine, pool_assignment, reduce_tokens
+
+TINY = dict(
+    img_size=(64, 96),
+    patch_size=8,
+    embed_dims=48,
+    num_layers=4,
+    num_heads=3,
+    final_norm=True,
+    out_indices=(0, 1, 3),
+    norm_cfg=dict(type='LN', eps=1e-6),
+)
+
+
+def build(ailurus=None, **kw):
+    torch.manual_seed(0)
+    m = MODELS.build(dict(type='AiluRusVisionTransformer', ailurus=ailurus, **dict(TINY, **kw)))
+    m.init_weights()
+    return m.eval()
+
+
+# ----------------------------------------------------------------------------
+# options
+
+
+def test_defaults_and_round_trip():
+    o = AiluRusOptions.from_dict(None, 12)
+    assert o.to_dict() == AiluRusOptions().to_dict()
+    assert AiluRusOptions.from_dict(o.to_dict(), 12) == o
+    assert set(o.to_dict()) == set(AiluRusOptions.keys())
+    with pytest.raises(AttributeError):
+        o.keep_ratio = 0.3  # frozen
+
+
+def test_replace_validates_and_swaps_budget_kind():
+    o = AiluRusOptions.from_dict(dict(keep_ratio=0.5), 12)
+    m = o.replace(num_clusters=100)
+    assert m.num_clusters == 100 and m.keep_ratio is None
+    assert m.replace(keep_ratio=0.25).num_clusters is None
+    with pytest.raises(ValueError, match=r'ailurus.cluster_after=12 .*\[0, 11\]'):
+        o.replace(cluster_after=12)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['keep'\]"):
+        o.replace(keep=0.5)
+    with pytest.raises(ValueError, match='exactly one of keep_ratio and num_clusters'):
+        o.replace(keep_ratio=None)
+
+
+@pytest.mark.parametrize('hw', [(8, 12), (7, 13), (5, 1)])
+@pytest.mark.parametrize('keep', [0.1, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize('method', ['adjacent', 'dpc', 'tome', 'random', 'pool'])
+def test_num_kept_is_what_every_method_leaves(hw, keep, method):
+    o = AiluRusOptions.from_dict(dict(keep_ratio=keep, method=method), 4)
+    x = torch.randn(1, hw[0] * hw[1], 8, generator=torch.Generator().manual_seed(0))
+    a = reduce_tokens(x, hw, o.budget, **o.cluster_kwargs())
+    assert o.num_kept(hw) == a.num_clusters
+
+
+def test_pool_count_is_the_block_grid():
+    o = AiluRusOptions.from_dict(dict(keep_ratio=0.25, method='pool'), 4)
+    # 7 x 13 at stride 2: ceil(7 / 2) * ceil(13 / 2) = 4 * 7 = 28, not round(0.25 * 91) = 23
+    assert (
+        o.num_kept((7, 13)) == 28 == pool_assignment(torch.zeros(1, 91, 1), (7, 13), 2).num_clusters
+    )
+    assert o.token_counts((7, 13), num_prefix_tokens=1) == [92, 92, 29, 29]
+
+
+def test_disabled_and_keep_all_do_not_reduce():
+    assert not AiluRusOptions.from_dict(dict(enabled=False), 4).reduces((8, 8))
+    assert not AiluRusOptions.from_dict(dict(keep_ratio=1.0), 4).reduces((8, 8))
+    assert not AiluRusOptions.from_dict(dict(keep_ratio=0.9, method='pool'), 4).reduces((8, 12))
+    assert AiluRusOptions.from_dict(dict(keep_ratio=0.9), 4).reduces((8, 12))
+
+
+# ----------------------------------------------------------------------------
+# the backbone's public option interface
+
+
+def test_set_options_and_override_revalidate_and_restore():
+    m = build(dict(cluster_after=1, keep_ratio=0.5))
+    assert m.set_options(keep_ratio=0.3).keep_ratio == 0.3 == m.ailurus['keep_ratio']
+    with pytest.raises(ValueError, match=r'ailurus.cluster_after=4 .*\[0, 3\]'):
+        m.set_options(cluster_after=4)
+    assert m.options.cluster_after == 1  # a refused change leaves the options alone
+    with m.options_override(method='tome', keep_ratio=0.25) as o:
+        assert m.options is o and o.method == 'tome'
+    assert m.options.method == 'adjacent' and m.options.keep_ratio == 0.3
+    with pytest.raises(RuntimeError), m.options_override(enabled=False):
+        raise RuntimeError('restored even after an error')
+    assert m.options.enabled
+
+
+def test_ailurus_dict_is_read_only():
+    m = build()
+    with pytest.raises(AttributeError, match='set_options'):
+        m.ailurus = dict(keep_ratio=0.5)
+    d = m.ailurus
+    d['keep_ratio'] = 0.1
+    assert m.options.keep_ratio == 0.4
+
+
+def test_train_returns_the_module():
+    m = build()
+    assert m.train() is m and m.training
+    assert m.eval() is m and not m.training
+
+
+# ----------------------------------------------------------------------------
+# the engine
+
+
+@pytest.mark.parametrize(
+    'over',
+    [
+        dict(keep_ratio=0.3),
+        dict(keep_ratio=0.5, method='tome'),
+        dict(keep_ratio=0.25, method='pool'),
+        dict(keep_ratio=1.0),
+        dict(num_clusters=20, size_aware=False),
+    ],
+)
+def test_prefix_cache_gives_the_uncached_numbers(over):
+    m = build(dict(cluster_after=2))
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        state = m.forward_prefix(x)
+        with m.options_override(**over) as o:
+            direct = m.forward_tokens(x)
+            cached = m.forward_from_prefix(state, o)
+            maps = m(x)
+    assert len(direct.outs) == len(cached.outs) == 3
+    for a, b in zip(direct.outs, cached.outs):
+        assert torch.equal(a, b)
+    for (patches, _), out in zip(m.tokens_to_maps(direct), maps):
+        assert torch.equal(patches, out)
+
+
+def test_prefix_state_refuses_another_cluster_layer():
+    m = build(dict(cluster_after=2))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        state = m.forward_prefix(x)
+        with pytest.raises(ValueError, match='prefix state ran 2 layers'):
+            m.forward_from_prefix(state, m.options.replace(cluster_after=1))
+
+
+def test_assignment_is_returned_and_can_be_passed_in():
+    m = build(dict(cluster_after=1, keep_ratio=0.3))
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        res = m.forward_tokens(x)
+        assert res.assignment is not None and res.assignment.num_clusters == m.num_kept((8, 12))
+        again = m.forward_tokens(x, assignment=res.assignment)
+        # a different assignment (pooling) changes the outputs after clustering only
+        pooled = pool_assignment(torch.zeros(2, 96, 1), (8, 12), 2)
+        other = m.forward_tokens(x, assignment=pooled)
+        with pytest.raises(ValueError, match='does not fit'):
+            m.forward_tokens(x[:1], assignment=res.assignment)
+    assert all(torch.equal(a, b) for a, b in zip(res.outs, again.outs))
+    assert torch.equal(res.outs[0], other.outs[0]) and not torch.equal(res.outs[2], other.outs[2])
+
+
+def _toy_layer(i, x, bias, fused):
+    """A parameter-free attention layer: softmax(x x^T / sqrt(C) + bias) x."""
+    logits = x @ x.transpose(1, 2) / x.shape[-1] ** 0.5
+    if bias is not None:
+        logits = logits + bias[:, 0]
+    return x + F.softmax(logits, -1) @ x
+
+
+@pytest.mark.parametrize('prefix', [0, 1, 5])
+def test_prefix_tokens_are_counted_once_and_never_merged(prefix):
+    hw, c = (6, 7), 16
+    x = torch.randn(2, prefix + 42, c, generator=torch.Generator().manual_seed(3))
+    eng = ReductionEngine(_toy_layer, num_layers=3, num_prefix_tokens=prefix, out_indices=(0, 2))
+    opts = AiluRusOptions.from_dict(dict(cluster_after=1, keep_ratio=0.5), 3)
+    res = eng(x, hw, opts)
+    a = res.assignment
+    assert a.num_tokens == 42 and a.num_clusters == 21
+    assert [tuple(o.shape) for o in res.outs] == [(2, prefix + 42, c)] * 2
+    # reference: merge by hand, run the two later layers with the log-size bias, unfold
+    x1 = _toy_layer(0, x, None, False)
+    patches = x1[:, prefix:]
+    merged = torch.zeros(2, 21, c).scatter_add(1, a.labels[..., None].expand(-1, -1, c), patches)
+    merged = merged / a.sizes[..., None]
+    y = torch.cat([x1[:, :prefix], merged], 1)
+    bias = torch.cat([torch.zeros(2, prefix), a.sizes.log()], 1)[:, None, None]
+    for i in (1, 2):
+        y = _toy_layer(i, y, bias, True)
+    full = torch.cat(
+        [y[:, :prefix], y[:, prefix:].gather(1, a.labels[..., None].expand(-1, -1, c))], 1
+    )
+    assert torch.allclose(res.outs[1], full, atol=1e-5)
+    assert torch.equal(res.outs[0], x1)
+
+
+def test_engine_rejects_bad_shapes():
+    eng = ReductionEngine(_toy_layer, num_layers=2, num_prefix_tokens=1, out_indices=(1,))
+    opts = AiluRusOptions.from_dict(dict(cluster_after=1), 2)
+    with pytest.raises(ValueError, match=r'tokens must be \[B, 1 \+ 6x7, C\]'):
+        eng(torch.randn(1, 42, 8), (6, 7), opts)
+    with pytest.raises(ValueError, match='num_prefix_tokens=-1'):
+        ReductionEngine(_toy_layer, num_layers=2, num_prefix_tokens=-1, out_indices=(1,))
+    with pytest.raises(ValueError, match='num_layers=0'):
+        ReductionEngine(_toy_layer, num_layers=0, num_prefix_tokens=0, out_indices=())
+
+
+# ----------------------------------------------------------------------------
+# measurement toolkit
+
+
+def test_timer_interleaves_and_validates():
+    calls = []
+    t = time_interleaved({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}, 1, 3)
+    assert calls == ['a', 'b'] * 4  # warm-up round, then 3 interleaved repetitions
+    assert len(t['a'].times) == 3 and t['a'].min <= t['a'].median <= t['a'].max
+    r = t['a'].ratio_to(t['b'])
+    assert r['min'] <= r['max']
+    with pytest.raises(ValueError, match='repeats=0'):
+        time_interleaved({'a': lambda: None}, 1, 0)
+
+
+def test_one_table_writer(tmp_path):
+    rows = [dict(name='x', v=1.2345), dict(name='y', v=None)]
+    cols = [('name', 'model'), ('v', 'speed-up', '.2f}x')]
+    assert markdown_table(rows, cols) == '| model | speed-up |\n|---|---|\n| x | 1.23x |\n| y |  |'
+    md = write_table(rows, cols, md_path=str(tmp_path / 't.md'), csv_path=str(tmp_path / 't.csv'))
+    assert (tmp_path / 't.md').read_text() == md
+    assert (tmp_path / 't.csv').read_text().splitlines() == ['model,speed-up', 'x,1.23x', 'y,']
