@@ -15,5 +15,6 @@ from . import (
     utils,  # noqa: F401  (safe torch.load allow-list, at import)
 )
 from .version import __version__
+from .visualization import hooks as _vis_hooks  # noqa: F401  (mmseg HOOKS, VISUALIZERS)
 
 __all__ = ['__version__']

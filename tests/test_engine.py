@@ -131,8 +131,8 @@ def test_prefix_cache_gives_the_uncached_numbers(over):
     m = build(dict(cluster_after=2))
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        state = m.forward_prefix(x)
         with m.options_override(**over) as o:
+            state = m.forward_prefix(x)
             direct = m.forward_tokens(x)
             cached = m.forward_from_prefix(state, o)
             maps = m(x)
@@ -150,6 +150,21 @@ def test_prefix_state_refuses_another_cluster_layer():
         state = m.forward_prefix(x)
         with pytest.raises(ValueError, match='prefix state ran 2 layers'):
             m.forward_from_prefix(state, m.options.replace(cluster_after=1))
+        # keep-all runs the stock (unfused) path: a fused prefix does not serve it
+        with pytest.raises(ValueError, match='fused kernel: False'):
+            m.forward_from_prefix(state, m.options.replace(keep_ratio=1.0))
+
+
+def test_one_prefix_serves_every_reducing_setting():
+    m = build(dict(cluster_after=2))
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        state = m.forward_prefix(x)
+        for over in (dict(keep_ratio=0.2), dict(method='random'), dict(reconstruct='soft')):
+            o = m.options.replace(**over)
+            ref = m.forward_tokens(x, o)
+            got = m.forward_from_prefix(state, o)
+            assert all(torch.equal(a, b) for a, b in zip(ref.outs, got.outs))
 
 
 def test_assignment_is_returned_and_can_be_passed_in():

@@ -10,9 +10,20 @@ module               owns
 ``models``           stock/AiluRus twins with identical weights, input images
 ``segmentation``     test batches and mIoU through mmseg's ``IoUMetric``
 ``variants``         ``name:key=value`` option sets on the command line
+``assignment_stats`` cluster-size histograms (Fig. A-1 y1/y2), boundary and
+                     per-class cluster statistics
 ===================  ==========================================================
 """
 
+from .assignment_stats import (
+    boundary_counts,
+    class_cluster_counts,
+    pixel_token_index,
+    size_distribution,
+    size_histogram,
+    size_summary,
+    token_label_histogram,
+)
 from .flops import count_flops, sdpa_flop_jit
 from .models import (
     ailurus_backbone,
@@ -28,6 +39,13 @@ from .timing import Timing, machine_info, resolve_device, time_interleaved
 from .variants import parse_variant
 
 __all__ = [
+    'size_histogram',
+    'size_distribution',
+    'size_summary',
+    'pixel_token_index',
+    'token_label_histogram',
+    'boundary_counts',
+    'class_cluster_counts',
     'count_flops',
     'sdpa_flop_jit',
     'ailurus_backbone',

@@ -1,11 +1,13 @@
-"""OpenMMLab glue: registered backbones that run ``ailurus_mm.ops``'s engine."""
+"""OpenMMLab glue: registered backbones (mmseg ViT, mmdet CAE ViT) that run ``ailurus_mm.ops``'s engine."""
 
 from .ailurus_vit import DEFAULT_AILURUS, AiluRusVisionTransformer
+from .cae_vit import AiluRusCAEViT
 from .layers import sized_layer_forward
 from .reduction import AiluRusBackboneMixin
 
 __all__ = [
     'AiluRusBackboneMixin',
+    'AiluRusCAEViT',
     'AiluRusVisionTransformer',
     'DEFAULT_AILURUS',
     'sized_layer_forward',

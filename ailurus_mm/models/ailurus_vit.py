@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
@@ -81,6 +82,14 @@ class AiluRusVisionTransformer(AiluRusBackboneMixin, VisionTransformer):
         if key_bias is None and not fused:
             return layer(x)  # the stock path (keep-all is the stock model bit for bit)
         return sized_layer_forward(layer, x, key_bias)
+
+    def layer_keys(self, index: int, x: Tensor) -> Tensor:
+        """The attention keys layer ``index`` computes from ``x`` (all heads)."""
+        layer = self.layers[index]
+        mha = layer.attn.attn
+        c = x.shape[-1]
+        w, b = mha.in_proj_weight[c : 2 * c], mha.in_proj_bias
+        return F.linear(layer.norm1(x), w, None if b is None else b[c : 2 * c])
 
     def after_layer(self, index: int, x: Tensor) -> Tensor:
         if index == len(self.layers) - 1 and self.final_norm:

@@ -8,8 +8,9 @@ framework classes. A backbone supplies
 * ``run_layer(index, x, key_bias, fused) -> x``: one layer, with an additive
   ``[B, 1, 1, L]`` key bias (see :data:`ailurus_mm.ops.engine.LayerRunner`);
 * ``num_prefix_tokens``, ``num_layers`` and ``reduction_out_indices``;
-* optionally ``after_layer(index, x) -> x`` (e.g. a final norm) and
-  ``include_input`` (return the embedded tokens as the first output),
+* optionally ``after_layer(index, x) -> x`` (e.g. a final norm),
+  ``include_input`` (return the embedded tokens as the first output) and
+  ``layer_keys(index, x) -> keys`` (for ``distance='keys'``),
 
 and gets the options (validated once, changed only through
 :meth:`AiluRusBackboneMixin.set_options` or :meth:`AiluRusBackboneMixin.options_override`),
@@ -110,6 +111,7 @@ class AiluRusBackboneMixin:
             self.reduction_out_indices,
             after_layer=self.after_layer,
             include_input=self.include_input,
+            layer_keys=getattr(self, 'layer_keys', None),
         )
 
     def _opts(self, options: Optional[AiluRusOptions]) -> AiluRusOptions:

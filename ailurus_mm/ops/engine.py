@@ -29,8 +29,9 @@ from torch import Tensor
 from ._validate import check_int
 from .assignment import ClusterAssignment
 from .attention import size_attn_bias
-from .merge import merge_tokens, unfold_tokens
+from .merge import merge_tokens
 from .options import AiluRusOptions
+from .reconstruct import reconstruct_tokens, soft_weights
 from .reduce import reduce_tokens
 
 __all__ = ['ReductionEngine', 'PrefixState', 'ReductionOutput', 'LayerRunner']
@@ -91,9 +92,13 @@ class ReductionEngine:
             tokens; never merged, size 1 in the attention bias.
         out_indices (Sequence[int]): layers whose outputs are returned.
         after_layer (callable, optional): ``(index, x) -> x`` applied after a
-            layer and before its output is collected (e.g. a final norm).
+            layer and before its output is collected (e.g. a final norm); it
+            must act per token (it is applied after reconstruction).
         include_input (bool): also return the input sequence as the first
             output (mmseg's ``out_origin``).
+        layer_keys (callable, optional): ``(index, x) -> keys [B, L, C']``, the
+            attention keys layer ``index`` would compute from ``x``; needed by
+            ``distance='keys'``.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class ReductionEngine:
         out_indices: Sequence[int],
         after_layer: Optional[Callable[[int, Tensor], Tensor]] = None,
         include_input: bool = False,
+        layer_keys: Optional[Callable[[int, Tensor], Tensor]] = None,
     ):
         self.run_layer = run_layer
         self.num_layers = check_int('num_layers', num_layers, 1)
@@ -111,6 +117,7 @@ class ReductionEngine:
         self.out_indices = tuple(out_indices)
         self.after_layer = after_layer
         self.include_input = include_input
+        self.layer_keys = layer_keys
 
     def _layer(self, i: int, x: Tensor, bias: Optional[Tensor], fused: bool) -> Tensor:
         x = self.run_layer(i, x, bias, fused)
@@ -137,12 +144,13 @@ class ReductionEngine:
         """
         hw = self._check_tokens(x, hw)
         stop = options.cluster_after
+        fused = options.fused(hw)
         outs = [x] if self.include_input else []
         for i in range(stop):
-            x = self._layer(i, x, None, options.fast_attn)
+            x = self._layer(i, x, None, fused)
             if i in self.out_indices:
                 outs.append(x)
-        return PrefixState(x=x, hw=hw, stop=stop, fused=options.fast_attn, outs=outs)
+        return PrefixState(x=x, hw=hw, stop=stop, fused=fused, outs=outs)
 
     def run_rest(
         self,
@@ -159,30 +167,45 @@ class ReductionEngine:
             assignment (ClusterAssignment, optional): use this grouping
                 instead of clustering (it must match the batch and the grid).
         """
-        if state.stop != options.cluster_after or state.fused != options.fast_attn:
+        fused = options.fused(state.hw)
+        if state.stop != options.cluster_after or state.fused != fused:
             raise ValueError(
-                f'the prefix state ran {state.stop} layers (fast_attn={state.fused}); the options '
-                f'ask for cluster_after={options.cluster_after} (fast_attn={options.fast_attn})'
+                f'the prefix state ran {state.stop} layers (fused kernel: {state.fused}); the '
+                f'options ask for cluster_after={options.cluster_after} (fused kernel: {fused})'
             )
         x, hw, p = state.x, state.hw, self.num_prefix_tokens
         outs = list(state.outs)
         if assignment is None and options.reduces(hw):
-            assignment = reduce_tokens(x[:, p:], hw, options.budget, **options.cluster_kwargs())
+            feats = x
+            if options.distance == 'keys':
+                if self.layer_keys is None:
+                    raise ValueError(
+                        "ailurus.distance='keys' needs a backbone that gives layer_keys"
+                    )
+                feats = self.layer_keys(options.cluster_after, x)
+            assignment = reduce_tokens(feats[:, p:], hw, options.budget, **options.cluster_kwargs())
         if assignment is not None:
             self._check_assignment(assignment, x, hw)
             if assignment.num_clusters == assignment.num_tokens:
                 assignment = None  # nothing merged: the stock path
-        bias = None
+        bias = rec = None
         if assignment is not None:
-            merged = merge_tokens(x[:, p:], assignment, mode=options.merge)
+            tokens = x[:, p:]
+            merged = merge_tokens(tokens, assignment, mode=options.merge)
+            rec = _Reconstruction(options, assignment, tokens, merged)
             x = torch.cat([x[:, :p], merged], 1)
             if options.size_aware:
                 bias = size_attn_bias(assignment.sizes, p, dtype=x.dtype)
-        fused = options.fast_attn or assignment is not None
+        refine_from = self.num_layers - options.refine_layers
         for i in range(state.stop, self.num_layers):
-            x = self._layer(i, x, bias, fused)
+            if rec is not None and i == refine_from:
+                x, bias, rec = rec.full(x, p), None, None  # the rest at full resolution
+            x = self.run_layer(i, x, bias, fused)
             if i in self.out_indices:
-                outs.append(self.unfold(x, assignment))
+                out = x if rec is None else rec.full(x, p)
+                outs.append(out if self.after_layer is None else self.after_layer(i, out))
+            if self.after_layer is not None:
+                x = self.after_layer(i, x)
         return ReductionOutput(outs=outs, assignment=assignment, hw=hw, num_prefix_tokens=p)
 
     def __call__(
@@ -195,13 +218,6 @@ class ReductionEngine:
         """The whole forward: :meth:`run_prefix` then :meth:`run_rest`."""
         return self.run_rest(self.run_prefix(x, hw, options), options, assignment)
 
-    def unfold(self, x: Tensor, assignment: Optional[ClusterAssignment]) -> Tensor:
-        """``[B, P + M, C]`` -> ``[B, P + N, C]`` (identity without assignment)."""
-        if assignment is None:
-            return x
-        p = self.num_prefix_tokens
-        return torch.cat([x[:, :p], unfold_tokens(x[:, p:], assignment)], 1)
-
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
         if not isinstance(a, ClusterAssignment):
             raise ValueError(f'assignment must be a ClusterAssignment, got {type(a).__name__}')
@@ -210,3 +226,28 @@ class ReductionEngine:
                 f'assignment for a {a.hw} grid and batch {a.labels.shape[0]} does not fit '
                 f'the tokens (grid {hw}, batch {x.shape[0]})'
             )
+
+
+class _Reconstruction:
+    """What reconstruction needs from the clustering step (see ``ops.reconstruct``)."""
+
+    def __init__(
+        self, options: AiluRusOptions, assignment: ClusterAssignment, tokens: Tensor, merged: Tensor
+    ):
+        self.mode = options.reconstruct
+        self.assignment = assignment
+        residual = self.mode in ('residual', 'soft_residual')
+        self.tokens = tokens if residual else None
+        self.merged = merged if residual else None
+        self.weights = None
+        if self.mode.startswith('soft'):
+            self.weights = soft_weights(
+                tokens, merged, assignment, options.soft_topk, options.soft_temperature
+            )
+
+    def full(self, x: Tensor, p: int) -> Tensor:
+        """``[B, P + M, C]`` -> ``[B, P + N, C]``."""
+        y = reconstruct_tokens(
+            x[:, p:], self.assignment, self.mode, self.tokens, self.merged, self.weights
+        )
+        return torch.cat([x[:, :p], y], 1)

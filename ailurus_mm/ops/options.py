@@ -19,9 +19,15 @@ from .assignment import resolve_num_clusters
 from .baselines import pool_num_groups, pool_stride
 from .cluster import DEFAULT_OPTIONS, validate_cluster_options
 from .merge import MERGE_MODES
+from .reconstruct import RECONSTRUCT_MODES
 from .reduce import REDUCTION_METHODS
 
-__all__ = ['AiluRusOptions', 'CLUSTER_KEYS']
+__all__ = ['AiluRusOptions', 'CLUSTER_KEYS', 'RECONSTRUCT_MODES', 'DISTANCE_MODES', 'ATTN_KERNELS']
+
+#: What the clustering compares: the tokens or the next layer's attention keys.
+DISTANCE_MODES = ('features', 'keys')
+#: Values of ``fast_attn``.
+ATTN_KERNELS = ('auto', True, False)
 
 #: The options handed to :func:`ailurus_mm.ops.reduce_tokens` (each method
 #: takes the ones it uses).
@@ -50,9 +56,33 @@ class AiluRusOptions:
         merge (str): ``'mean'`` or ``'anchor'``. Default: 'mean'.
         size_aware (bool): add ``log(size)`` to the attention logits of merged
             keys. Default: True.
-        fast_attn (bool): run the layers before clustering through the same
-            fused attention kernel as the layers after it (numerically equal
-            up to rounding; a benchmark control). Default: False.
+        fast_attn (str | bool): which attention kernel the layers use.
+            ``'auto'`` (default): the fused kernel (SDPA) in every layer
+            whenever tokens are reduced, the backbone's stock path when
+            nothing is (so keep-all is the stock model bit for bit).
+            ``True``: the fused kernel always (the benchmark control: the
+            stock model through the same kernel as AiluRus). ``False``: the
+            stock path before clustering, fused after it.
+        reconstruct (str): how a layer's merged outputs return to the grid.
+            ``'hard'`` (default): every token copies its cluster's output.
+            ``'residual'``: the token's own input at the clustering layer
+            plus its cluster's change since then. ``'soft'``: a weighted sum
+            of the outputs of the clusters in the token's 3x3 window, weighted
+            by the softmax (temperature ``soft_temperature``) of the cosine
+            similarity of the token's input at the clustering layer to those
+            clusters' merged inputs, over the ``soft_topk`` most similar
+            (Expedite-style token reconstruction; windowed, O(N) memory).
+            ``'soft_residual'``: the same weights applied to the changes.
+        soft_topk (int): clusters mixed by ``'soft'`` reconstruction, in
+            ``[1, 9]``. Default: 3.
+        soft_temperature (float): softmax temperature of ``'soft'`` on cosine
+            similarities, ``> 0``. Default: 0.05.
+        refine_layers (int): the last ``refine_layers`` layers run on the
+            reconstructed full-resolution tokens (no reduction there), in
+            ``[0, num_layers - cluster_after - 1]``. Default: 0.
+        distance (str): ``'features'`` (default) clusters the tokens
+            themselves; ``'keys'`` clusters the attention keys of the first
+            layer that runs on the merged tokens (ToMe's choice).
         num_layers (int | None): the backbone's depth, for the range of
             ``cluster_after`` (not an option: set by :meth:`from_dict`).
     """
@@ -70,7 +100,12 @@ class AiluRusOptions:
     seed: int = 0
     merge: str = 'mean'
     size_aware: bool = True
-    fast_attn: bool = False
+    fast_attn: Union[bool, str] = 'auto'
+    reconstruct: str = 'hard'
+    soft_topk: int = 3
+    soft_temperature: float = 0.05
+    refine_layers: int = 0
+    distance: str = 'features'
     num_layers: Optional[int] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -141,8 +176,22 @@ class AiluRusOptions:
     # validation (the single owner of every range)
 
     def _validate(self) -> None:
-        for key in ('enabled', 'size_aware', 'fast_attn'):
+        for key in ('enabled', 'size_aware'):
             check_bool(f'ailurus.{key}', getattr(self, key))
+        if not (self.fast_attn is True or self.fast_attn is False or self.fast_attn == 'auto'):
+            raise ValueError(f'ailurus.fast_attn={self.fast_attn!r} is not one of {ATTN_KERNELS}')
+        check_choice('ailurus.reconstruct', self.reconstruct, RECONSTRUCT_MODES)
+        check_choice('ailurus.distance', self.distance, DISTANCE_MODES)
+        check_int('ailurus.soft_topk', self.soft_topk, 1, 9)
+        if (
+            isinstance(self.soft_temperature, bool)
+            or not isinstance(self.soft_temperature, (int, float))
+            or not self.soft_temperature > 0
+        ):
+            raise ValueError(
+                f'ailurus.soft_temperature={self.soft_temperature!r} is outside the allowed '
+                'range: a number > 0'
+            )
         if self.num_layers is not None:
             check_int('num_layers', self.num_layers, 1)
         high = None if self.num_layers is None else self.num_layers - 1
@@ -170,6 +219,14 @@ class AiluRusOptions:
                 1,
                 hint='and <= the number of patch tokens, checked per input',
             )
+        rest = None if self.num_layers is None else self.num_layers - self.cluster_after - 1
+        check_int(
+            'ailurus.refine_layers',
+            self.refine_layers,
+            0,
+            rest,
+            hint='final layers run on reconstructed tokens; at least one layer runs merged',
+        )
         check_choice('ailurus.method', self.method, REDUCTION_METHODS)
         check_choice('ailurus.merge', self.merge, MERGE_MODES)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -224,6 +281,12 @@ class AiluRusOptions:
             return pool_num_groups((h, w), pool_stride(self.budget, n))
         return resolve_num_clusters(self.budget, n)
 
+    def fused(self, hw: Sequence[int]) -> bool:
+        """Whether the layers run the fused attention kernel on this grid."""
+        if self.fast_attn == 'auto':
+            return self.reduces(hw)
+        return bool(self.fast_attn)
+
     def reduces(self, hw: Sequence[int]) -> bool:
         """Whether any token is merged on this grid (False: the stock model)."""
         return self.enabled and self.num_kept(hw) < int(hw[0]) * int(hw[1])
@@ -234,6 +297,8 @@ class AiluRusOptions:
             raise ValueError('token_counts needs num_layers (build the options with from_dict)')
         n = int(hw[0]) * int(hw[1])
         m = self.num_kept(hw) if self.reduces(hw) else n
+        merged_until = self.num_layers - self.refine_layers
         return [
-            num_prefix_tokens + (n if i < self.cluster_after else m) for i in range(self.num_layers)
+            num_prefix_tokens + (m if self.cluster_after <= i < merged_until else n)
+            for i in range(self.num_layers)
         ]

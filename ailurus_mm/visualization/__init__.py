@@ -1,5 +1,11 @@
-"""Showing what AiluRus did to an image."""
+"""Showing what AiluRus did to an image.
 
-from .overlay import cluster_overlay, token_label_map
+``overlay`` (pure numpy/torch): :func:`make_visualization` and
+:func:`cluster_overlay`. ``hooks`` (mmseg, imported by ``ailurus_mm``):
+the ``AiluRusSegVisualizationHook`` and ``AiluRusSegLocalVisualizer`` behind
+``tools/test.py --show-dir``.
+"""
 
-__all__ = ['cluster_overlay', 'token_label_map']
+from .overlay import cluster_overlay, make_visualization, token_label_map
+
+__all__ = ['cluster_overlay', 'make_visualization', 'token_label_map']
