@@ -16,7 +16,11 @@ tokens entering each layer. ``--sdpa-control`` adds the stock model run
 through the same fused attention kernel as AiluRus's reduced layers, so the
 kernel's share of the speed-up is separated from the token reduction's.
 Inputs: real images from ``--images`` (resized to the crop size), else seeded
-random images.
+random images. MMDetection configs (``default_scope='mmdet'``) work the same
+way: the input size is the test pipeline's ``Resize`` scale (1333 x 800 for
+the COCO configs: an 800 x 1333 image, padded to 32 by the preprocessor),
+``DetDataSample`` metadata, the whole detector (RPN, RoI heads, masks) in
+``test_step`` and the network FLOPs.
 """
 
 import argparse
@@ -70,7 +74,21 @@ def parse_args(argv=None):
     return args
 
 
+def test_resize_scale(cfg):
+    """``(H, W)`` of a landscape image at the test pipeline's ``Resize`` scale
+    (mmdet's ``scale=(1333, 800)`` keeps the ratio within long x short), or None."""
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for t in pipeline:
+        if t.get('type') == 'Resize' and t.get('scale'):
+            scale = t['scale']
+            scale = (scale, scale) if isinstance(scale, int) else tuple(scale)
+            return (min(scale), max(scale))
+    return None
+
+
 def crop_size(cfg):
+    if cfg.get('default_scope') == 'mmdet' and test_resize_scale(cfg):
+        return test_resize_scale(cfg)
     for src in (
         cfg.model.get('test_cfg', {}).get('crop_size'),
         cfg.model.data_preprocessor.get('size'),
@@ -86,7 +104,6 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from mmengine.config import Config
     from mmengine.utils import ProgressBar
-    from mmseg.structures import SegDataSample
 
     import ailurus_mm  # noqa: F401
     from ailurus_mm.analysis import (
@@ -108,6 +125,10 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.structures import DetDataSample as DataSample
+    else:
+        from mmseg.structures import SegDataSample as DataSample
     hw = tuple(args.size) if args.size else crop_size(cfg)
     variants = {'ailurus': {}}
     if args.sdpa_control:
@@ -124,7 +145,7 @@ def main(argv=None):
     def data_for(b):
         samples = []
         for _ in range(b):
-            s = SegDataSample()
+            s = DataSample()
             s.set_metainfo(dict(img_shape=hw, ori_shape=hw, pad_shape=hw, scale_factor=(1.0, 1.0)))
             samples.append(s)
         return dict(inputs=imgs[:b], data_samples=samples)
@@ -154,10 +175,13 @@ def main(argv=None):
         )
         for name, model in models.items():
             x = xs[name]
-            grid = (
-                x.shape[-2] // model.backbone.patch_size,
-                x.shape[-1] // model.backbone.patch_size,
-            )
+            if hasattr(model.backbone, 'grid_size'):  # e.g. the CAE ViT: H/16 x W/16 for patch 14
+                grid = model.backbone.grid_size(x.shape[-2:])
+            else:
+                grid = (
+                    x.shape[-2] // model.backbone.patch_size,
+                    x.shape[-1] // model.backbone.patch_size,
+                )
             sb = t_bb[name].ratio_to(t_bb['stock'])
             se = t_e2e[name].ratio_to(t_e2e['stock'])
             rows.append(
@@ -184,13 +208,13 @@ def main(argv=None):
     sys.stderr.write('\n')
     flops = {}
     if not args.no_flops:
-        x1 = models['stock'].data_preprocessor(dict(inputs=imgs[:1], data_samples=None), False)[
-            'inputs'
-        ]
+        d1 = models['stock'].data_preprocessor(data_for(1), False)
+        x1, s1 = d1['inputs'], d1['data_samples']
         for name, model in models.items():
             flops[name] = dict(
                 backbone=count_flops(model.backbone, x1, model.backbone),
-                network=count_flops(lambda t, m=model: m._forward(t), x1, model),
+                # the detectors' _forward needs the samples' metadata (RPN proposals)
+                network=count_flops(lambda t, m=model: m._forward(t, s1), x1, model),
             )
     info = dict(
         config=args.config,

@@ -87,9 +87,11 @@ def build_twins(
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    scope = cfg.get('default_scope', 'mmseg')
+    init_default_scope(scope)
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.pretrained = None
+    if scope == 'mmseg' or 'pretrained' in model_cfg:  # mmdet detectors take no `pretrained`
+        model_cfg.pretrained = None
     model_cfg.backbone.pop('init_cfg', None)
     torch.manual_seed(seed)
     stock = MODELS.build(stock_config(model_cfg))

@@ -1,4 +1,4 @@
-"""OpenMMLab glue: registered backbones (mmseg ViT, mmdet CAE ViT) that run ``ailurus_mm.ops``'s engine."""
+"""OpenMMLab glue: registered backbones (mmseg ViT, mmdet CAE ViT) on ``ailurus_mm.ops``."""
 
 from .ailurus_vit import DEFAULT_AILURUS, AiluRusVisionTransformer
 from .cae_vit import AiluRusCAEViT

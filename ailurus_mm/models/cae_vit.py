@@ -484,6 +484,13 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
             return cp.checkpoint(block, x, key_bias, fused, use_reentrant=False)
         return block(x, key_bias, fused)  # key_bias None, not fused: CAE's own block
 
+    def layer_keys(self, index: int, x: Tensor) -> Tensor:
+        """The attention keys block ``index`` computes from ``x`` (all heads;
+        CAE has no k bias), for ``ailurus.distance='keys'``."""
+        block = self.blocks[index]
+        c = x.shape[-1]
+        return F.linear(block.norm1(x), block.attn.qkv.weight[c : 2 * c])
+
     # -- mmdet interface ---------------------------------------------------------
 
     def adapt(self, maps: Sequence[Tensor]) -> Tuple[Tensor, ...]:
