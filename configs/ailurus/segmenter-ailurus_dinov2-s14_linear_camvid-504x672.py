@@ -10,3 +10,9 @@
 _base_ = ['../camvid/segmenter_dinov2-s14_linear_frozen_camvid-504x672.py']
 
 model = dict(backbone=dict(ailurus=dict(enabled=True, cluster_after=4, keep_ratio=0.5)))
+
+# `tools/test.py CONFIG CKPT --show-dir DIR` writes, for every image, the
+# clusters (borders; one-token clusters tinted) | ground truth | prediction,
+# through the visualizer's backends (ailurus_mm.visualization.hooks).
+default_hooks = dict(visualization=dict(type='AiluRusSegVisualizationHook', interval=1))
+visualizer = dict(type='AiluRusSegLocalVisualizer')
