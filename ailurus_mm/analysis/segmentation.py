@@ -11,7 +11,7 @@ from torch import nn
 
 from .models import quiet_logs
 
-__all__ = ['load_test_batches', 'build_seg_metric', 'evaluate']
+__all__ = ['load_test_batches', 'build_seg_metric', 'evaluate', 'PrefixCache', 'evaluate_options']
 
 
 def load_test_batches(cfg, num_images: Optional[int] = None, every: int = 1, progress: bool = True):
@@ -92,3 +92,75 @@ def summarize(metric) -> Tuple[dict, List[float], List[bool]]:
         res = metric.compute_metrics(metric.results)
     metric.results.clear()
     return res, (inter / union.clamp_min(1)).tolist(), (union > 0).tolist()
+
+
+class PrefixCache:
+    """The setting-independent part of each batch's backbone forward, kept.
+
+    The layers before the clustering layer do not depend on the reduction
+    setting, so a sweep computes them once per image (per ``cluster_after``
+    and attention kernel) and runs every setting from there
+    (:func:`evaluate_options`): exactly the numbers of ``model.test_step``
+    (tested), at a fraction of the cost.
+
+    Args:
+        model (nn.Module): an mmseg ``EncoderDecoder`` with an AiluRus
+            backbone and whole-image inference (``test_cfg.mode='whole'``).
+        batches (Sequence[dict]): loaded batches.
+    """
+
+    def __init__(self, model: nn.Module, batches: Sequence[dict]):
+        mode = (model.test_cfg or {}).get('mode', 'whole')
+        if mode != 'whole':
+            raise ValueError(
+                f"prefix caching needs whole-image inference (test_cfg.mode='whole'), got "
+                f'{mode!r}: evaluate with model.test_step instead'
+            )
+        self.model = model
+        self.batches = list(batches)
+        with torch.no_grad():
+            self.inputs = [model.data_preprocessor(b, False) for b in self.batches]
+        self._states = {}
+
+    def state(self, index: int, options):
+        """The prefix of batch ``index`` for ``options`` (computed on first use)."""
+        bb = self.model.backbone
+        x = self.inputs[index]['inputs']
+        hw = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
+        key = (index, options.cluster_after, options.fused(hw))
+        if key not in self._states:
+            with torch.no_grad():
+                self._states[key] = bb.forward_prefix(x, options)
+        return self._states[key]
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
+def evaluate_options(model: nn.Module, cache: PrefixCache, metric, options):
+    """:func:`evaluate` for ``options``, reusing the cache's prefixes.
+
+    Runs what ``EncoderDecoder.predict`` runs in whole mode (backbone, neck,
+    ``decode_head.predict``, ``postprocess_result``), with the backbone
+    resumed from the cached prefix; settings that reduce nothing run the
+    backbone's own forward.
+    """
+    bb = model.backbone
+    metric.results.clear()
+    with torch.no_grad():
+        for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
+            x, samples = pre['inputs'], pre['data_samples']
+            hw = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
+            if options.enabled and options.reduces(hw):
+                res = bb.forward_from_prefix(cache.state(j, options), options)
+                feats = bb.format_outputs(res)
+            else:
+                with bb.options_override(**options.to_dict()):
+                    feats = bb(x)
+            if model.with_neck:
+                feats = model.neck(feats)
+            metas = [s.metainfo for s in samples]
+            logits = model.decode_head.predict(feats, metas, model.test_cfg)
+            outs = model.postprocess_result(logits, samples)
+            metric.process(data, [o.to_dict() for o in outs])
+    return summarize(metric)

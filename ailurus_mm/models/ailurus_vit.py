@@ -104,9 +104,13 @@ class AiluRusVisionTransformer(AiluRusBackboneMixin, VisionTransformer):
             return super().forward(inputs)
         res = self.forward_tokens(inputs)
         self.last_assignment = res.assignment
+        return self.format_outputs(res)
+
+    def format_outputs(self, res) -> tuple:
+        """mmseg 1.2.2's output format of a :class:`ReductionOutput`: a map per
+        out index, ``[map, cls token]`` with ``output_cls_token``."""
         outs = []
         for patches, prefix in self.tokens_to_maps(res):
-            # mmseg 1.2.2's output format: [map, cls token] with output_cls_token
             outs.append([patches, prefix[:, 0]] if self.output_cls_token else patches)
         return tuple(outs)
 
