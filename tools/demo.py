@@ -78,7 +78,7 @@ def main(argv=None):
     )
     from ailurus_mm.analysis.models import batches_to
     from ailurus_mm.analysis.segmentation import build_seg_metric, evaluate, load_test_batches
-    from ailurus_mm.visualization import cluster_overlay
+    from ailurus_mm.visualization import make_visualization
     from ailurus_mm.zoo.camvid import assemble
 
     device = resolve_device(args.device)
@@ -117,9 +117,9 @@ def main(argv=None):
             res, _, _ = evaluate(model, batches, metric)
             with torch.no_grad():
                 preds[name] = model.test_step(batches[0])[0]
-    with torch.no_grad():
-        a = bb.forward_tokens(model.data_preprocessor(batches[0], False)['inputs']).assignment
         results[name] = dict(name=name, mIoU=res['mIoU'], aAcc=res['aAcc'])
+    with torch.no_grad():
+        a = bb.forward_tokens(xs[0]).assignment
     t_bb = time_interleaved(
         {n: run(o, False) for n, o in settings.items()}, 1, args.repeats, device
     )
@@ -168,17 +168,18 @@ def main(argv=None):
     sample = batches[0]['data_samples'][0]
     img = mmcv.imread(sample.img_path, channel_order='rgb')
     h, w = img.shape[:2]
-    shown = mmcv.imresize(img, (grid[1] * bb.patch_size, grid[0] * bb.patch_size))
-    clusters = mmcv.imresize(cluster_overlay(shown, a), (w, h), interpolation='nearest')
+    clusters = make_visualization(img, a, patch_size=bb.patch_size, input_size=sample.img_shape)
     vis = SegLocalVisualizer(name='ailurus_demo', alpha=0.8)
     vis.set_dataset_meta(classes=meta['classes'], palette=meta['palette'])
-    panels = []
-    for name, pred in preds.items():
-        pred = pred.cpu()
-        vis.add_datasample(name, img, pred, draw_gt=name == 'reference', draw_pred=True, show=False)
-        panels.append(vis.get_image())
-    top = np.concatenate([clusters, panels[1][:, -w:]], 1)  # clusters | AiluRus prediction
-    sheet = np.concatenate([top, panels[0]], 0)  # ground truth | reference prediction
+    panels = {}
+    for name, pred in (('ground truth', preds['reference']),) + tuple(preds.items()):
+        gt = name == 'ground truth'
+        vis.add_datasample(name, img, pred.cpu(), draw_gt=gt, draw_pred=not gt, show=False)
+        panels[name] = vis.get_image()  # the last drawing (one panel per call)
+    top = np.concatenate([clusters, panels['AiluRus']], 1)
+    sheet = np.concatenate(
+        [top, np.concatenate([panels['ground truth'], panels['reference']], 1)], 0
+    )
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     mmcv.imwrite(sheet[..., ::-1], args.out)  # RGB -> BGR file
     print(
