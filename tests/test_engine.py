@@ -250,3 +250,44 @@ def test_one_table_writer(tmp_path):
     md = write_table(rows, cols, md_path=str(tmp_path / 't.md'), csv_path=str(tmp_path / 't.csv'))
     assert (tmp_path / 't.md').read_text() == md
     assert (tmp_path / 't.csv').read_text().splitlines() == ['model,speed-up', 'x,1.23x', 'y,']
+
+
+# ----------------------------------------------------------------------------
+# ToMe as its users run it: merging before every layer
+
+
+def test_tome_layers_schedule_reaches_m_at_the_last_layer():
+    o = AiluRusOptions.from_dict(dict(method='tome_layers', cluster_after=0, keep_ratio=0.25), 4)
+    assert o.layer_merges((8, 12)) == [18, 18, 18, 18]
+    assert o.token_counts((8, 12), num_prefix_tokens=1) == [79, 61, 43, 25]
+    assert o.num_kept((8, 12)) == 24
+    with pytest.raises(ValueError, match="reconstruct='hard'"):
+        o.replace(reconstruct='residual')
+
+
+def test_tome_layers_one_step_equals_one_shot_tome():
+    hw, c = (6, 7), 16
+    x = torch.randn(2, 1 + 42, c, generator=torch.Generator().manual_seed(5))
+    eng = ReductionEngine(_toy_layer, num_layers=3, num_prefix_tokens=1, out_indices=(2,))
+    base = dict(cluster_after=2, keep_ratio=0.6)
+    once = eng(x, hw, AiluRusOptions.from_dict(dict(base, method='tome'), 3))
+    layered = eng(x, hw, AiluRusOptions.from_dict(dict(base, method='tome_layers'), 3))
+    assert torch.equal(once.assignment.labels, layered.assignment.labels)
+    assert torch.allclose(once.outs[0], layered.outs[0], atol=1e-5)
+
+
+def test_tome_layers_in_the_backbone():
+    m = build(dict(method='tome_layers', cluster_after=0, keep_ratio=0.25))
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        res = m.forward_tokens(x)
+        outs = m(x)
+    a = res.assignment
+    assert a.num_clusters == 24 and bool((a.sizes.sum(1) == 96).all())
+    assert [tuple(o.shape) for o in outs] == [(2, 48, 8, 12)] * 3
+    # every group is constant over its cells at every output (unmerged by copying)
+    o = outs[2].flatten(2).transpose(1, 2)
+    same = o.gather(1, a.anchors[..., None].expand(-1, -1, 48)).gather(
+        1, a.labels[..., None].expand(-1, -1, 48)
+    )
+    assert torch.equal(o, same)

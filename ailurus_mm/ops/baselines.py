@@ -40,6 +40,8 @@ __all__ = [
     'pool_stride',
     'random_assignment',
     'tome_assignment',
+    'bipartite_soft_matching',
+    'merge_by_ids',
 ]
 
 BASELINE_METHODS = ('pool', 'random', 'tome')
@@ -92,6 +94,62 @@ def random_assignment(
 
 
 @torch.no_grad()
+def bipartite_soft_matching(metric: Tensor, r: int) -> Tensor:
+    """One ToMe step: which of ``T`` tokens merge into which.
+
+    The tokens are split alternately into sets A (even positions) and B (odd);
+    every A token links to its most cosine-similar B token and the ``r`` most
+    similar links are merged (ties: lower index first), as in ToMe's
+    ``bipartite_soft_matching``.
+
+    Args:
+        metric (Tensor): ``[B, T, C]`` what is compared (ToMe: the keys).
+        r (int): merges, in ``[0, ceil(T / 2)]`` (0 when ``T == 1``).
+
+    Returns:
+        Tensor: ``[B, T]`` int64 new ids in ``[0, T - r)``: the unmerged A
+        tokens first (in order), then the B tokens.
+    """
+    b, t, _ = metric.shape
+    na, nb = (t + 1) // 2, t // 2
+    high = na if nb else 0
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= high:
+        raise ValueError(f'r={r!r} is outside the allowed range [0, {high}] for {t} tokens')
+    dev = metric.device
+    m = F.normalize(metric.float(), dim=-1)
+    sim = m[:, ::2] @ m[:, 1::2].transpose(1, 2)
+    best, dst = sim.max(-1)
+    order = torch.sort(best, dim=1, descending=True, stable=True).indices
+    merged, kept = order[:, :r], torch.sort(order[:, r:], dim=1).values
+    new_of_a = torch.empty(b, na, dtype=torch.long, device=dev)
+    new_of_a.scatter_(1, kept, torch.arange(na - r, device=dev).expand(b, -1))
+    new_of_a.scatter_(1, merged, dst.gather(1, merged) + (na - r))
+    new_of_b = torch.arange(nb, device=dev).expand(b, nb) + (na - r)
+    pairs = torch.stack([new_of_a[:, :nb], new_of_b], 2).reshape(b, -1)
+    return pairs if na == nb else torch.cat([pairs, new_of_a[:, nb:]], 1)
+
+
+def merge_by_ids(x: Tensor, ids: Tensor, num: int, size: Tensor):
+    """Size-weighted means of the tokens sharing an id, and the summed sizes.
+
+    Args:
+        x (Tensor): ``[B, T, C]``.
+        ids (Tensor): ``[B, T]`` int64 in ``[0, num)``.
+        num (int): number of ids.
+        size (Tensor): ``[B, T, 1]`` sizes of the tokens.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``[B, num, C]`` means and ``[B, num, 1]`` sizes.
+    """
+    b, _, c = x.shape
+    wsum = size.new_zeros(b, num, 1).scatter_add(1, ids[..., None], size)
+    fsum = x.new_zeros(b, num, c).scatter_add(
+        1, ids[..., None].expand(-1, -1, c), x * size.to(x.dtype)
+    )
+    return fsum / wsum.to(x.dtype), wsum
+
+
+@torch.no_grad()
 def tome_assignment(
     x: Tensor, hw: Sequence[int], num_clusters: Union[int, float]
 ) -> ClusterAssignment:
@@ -110,30 +168,9 @@ def tome_assignment(
     groups = torch.arange(n, device=dev).expand(b, n).clone()  # token -> current group
     cur = n
     while cur > m:
-        a, bb = feats[:, ::2], feats[:, 1::2]
-        na, nb = a.shape[1], bb.shape[1]
-        r = min(cur - m, na)
-        sim = F.normalize(a, dim=-1) @ F.normalize(bb, dim=-1).transpose(1, 2)
-        best, dst = sim.max(-1)
-        order = torch.sort(best, dim=1, descending=True, stable=True).indices
-        merged, kept = order[:, :r], torch.sort(order[:, r:], dim=1).values
-        # new group order: unmerged A groups, then B groups
-        new_of_a = torch.empty(b, na, dtype=torch.long, device=dev)
-        new_of_a.scatter_(1, kept, torch.arange(na - r, device=dev).expand(b, -1))
-        new_of_a.scatter_(1, merged, dst.gather(1, merged) + (na - r))
-        new_of_b = torch.arange(nb, device=dev).expand(b, nb) + (na - r)
-        new_of_cur = (
-            torch.stack([new_of_a, new_of_b], 2).reshape(b, -1)
-            if na == nb
-            else torch.cat(
-                [torch.stack([new_of_a[:, :nb], new_of_b], 2).reshape(b, -1), new_of_a[:, nb:]], 1
-            )
-        )
+        r = min(cur - m, (cur + 1) // 2)
+        new_of_cur = bipartite_soft_matching(feats, r)
         groups = new_of_cur.gather(1, groups)
         cur -= r
-        wsum = torch.zeros(b, cur, 1, device=dev).scatter_add_(1, new_of_cur[..., None], size)
-        fsum = torch.zeros(b, cur, c, device=dev).scatter_add_(
-            1, new_of_cur[..., None].expand(-1, -1, c), feats * size
-        )
-        feats, size = fsum / wsum, wsum
+        feats, size = merge_by_ids(feats, new_of_cur, cur, size)
     return assignment_from_groups(groups, (h, w))

@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 
 from ._validate import check_int
-from .assignment import ClusterAssignment
+from .assignment import ClusterAssignment, assignment_from_groups
 from .attention import size_attn_bias
+from .baselines import bipartite_soft_matching, merge_by_ids
 from .merge import merge_tokens
-from .options import AiluRusOptions
+from .options import SCHEDULE_METHODS, AiluRusOptions
 from .reconstruct import reconstruct_tokens, soft_weights
 from .reduce import reduce_tokens
 
@@ -175,6 +176,8 @@ class ReductionEngine:
             )
         x, hw, p = state.x, state.hw, self.num_prefix_tokens
         outs = list(state.outs)
+        if options.method in SCHEDULE_METHODS and options.reduces(hw) and assignment is None:
+            return self._run_layerwise(state, options, fused)
         if assignment is None and options.reduces(hw):
             feats = x
             if options.distance == 'keys':
@@ -217,6 +220,42 @@ class ReductionEngine:
     ) -> ReductionOutput:
         """The whole forward: :meth:`run_prefix` then :meth:`run_rest`."""
         return self.run_rest(self.run_prefix(x, hw, options), options, assignment)
+
+    def _run_layerwise(self, state: PrefixState, options: AiluRusOptions, fused: bool):
+        """ToMe's schedule: merge before every layer, unmerge at the outputs.
+
+        Mirrors ToMe (``tome/merge.py`` + ``tome/patch``): bipartite soft
+        matching on the layer's keys (the tokens when the backbone gives no
+        keys), size-weighted means, proportional attention (our log-size key
+        bias), prefix tokens protected. It merges before a layer, where ToMe
+        merges between the attention and the MLP of the previous block.
+        """
+        x, hw, p = state.x, state.hw, self.num_prefix_tokens
+        outs = list(state.outs)
+        b, n = x.shape[0], hw[0] * hw[1]
+        labels = torch.arange(n, device=x.device).expand(b, n)  # token -> current slot
+        size = x.new_ones(b, n, 1, dtype=torch.float32)
+        bias = None
+        for i, r in zip(range(state.stop, self.num_layers), options.layer_merges(hw)):
+            if r:
+                metric = x if self.layer_keys is None else self.layer_keys(i, x)
+                ids = bipartite_soft_matching(metric[:, p:], r)
+                merged, size = merge_by_ids(x[:, p:], ids, x.shape[1] - p - r, size)
+                labels = ids.gather(1, labels)
+                x = torch.cat([x[:, :p], merged], 1)
+                if options.size_aware:
+                    bias = size_attn_bias(size[..., 0], p, dtype=x.dtype)
+            x = self.run_layer(i, x, bias, fused)
+            if i in self.out_indices:
+                c = x.shape[-1]
+                full = torch.cat(
+                    [x[:, :p], x[:, p:].gather(1, labels[..., None].expand(-1, -1, c))], 1
+                )
+                outs.append(full if self.after_layer is None else self.after_layer(i, full))
+            if self.after_layer is not None:
+                x = self.after_layer(i, x)
+        assignment = assignment_from_groups(labels, hw)  # canonical ids, for analysis
+        return ReductionOutput(outs=outs, assignment=assignment, hw=hw, num_prefix_tokens=p)
 
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
         if not isinstance(a, ClusterAssignment):

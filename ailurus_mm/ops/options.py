@@ -22,8 +22,20 @@ from .merge import MERGE_MODES
 from .reconstruct import RECONSTRUCT_MODES
 from .reduce import REDUCTION_METHODS
 
-__all__ = ['AiluRusOptions', 'CLUSTER_KEYS', 'RECONSTRUCT_MODES', 'DISTANCE_MODES', 'ATTN_KERNELS']
+__all__ = [
+    'AiluRusOptions',
+    'CLUSTER_KEYS',
+    'RECONSTRUCT_MODES',
+    'DISTANCE_MODES',
+    'ATTN_KERNELS',
+    'SCHEDULE_METHODS',
+]
 
+#: Methods that reduce step by step instead of once: ``'tome_layers'`` is
+#: ToMe as its users run it (r tokens merged before every layer from
+#: ``cluster_after`` on, bipartite soft matching on the keys, size-weighted
+#: means, proportional attention, unmerged at the outputs).
+SCHEDULE_METHODS = ('tome_layers',)
 #: What the clustering compares: the tokens or the next layer's attention keys.
 DISTANCE_MODES = ('features', 'keys')
 #: Values of ``fast_attn``.
@@ -49,7 +61,10 @@ class AiluRusOptions:
         num_clusters (int | None): a fixed M (>= 1) instead of ``keep_ratio``;
             exactly one of the two is set.
         method (str): ``'adjacent'`` (default), ``'dpc'``, ``'dpc_global'`` or
-            a baseline ``'pool'``/``'random'``/``'tome'``.
+            a baseline ``'pool'``/``'random'``/``'tome'`` (once, at
+            ``cluster_after``) or ``'tome_layers'`` (ToMe's schedule: tokens
+            merged before every layer from ``cluster_after`` on, down to M at
+            the last layer; see :data:`SCHEDULE_METHODS`).
         k, density_radius, link_radius, assign_radius, link_to: clustering
             options of :func:`ailurus_mm.ops.cluster_tokens`.
         seed (int): for ``method='random'``. Default: 0.
@@ -227,7 +242,13 @@ class AiluRusOptions:
             rest,
             hint='final layers run on reconstructed tokens; at least one layer runs merged',
         )
-        check_choice('ailurus.method', self.method, REDUCTION_METHODS)
+        check_choice('ailurus.method', self.method, REDUCTION_METHODS + SCHEDULE_METHODS)
+        if self.method in SCHEDULE_METHODS and (self.reconstruct != 'hard' or self.refine_layers):
+            raise ValueError(
+                f"ailurus.method={self.method!r} unmerges by copying (reconstruct='hard', "
+                f'refine_layers=0), got reconstruct={self.reconstruct!r}, '
+                f'refine_layers={self.refine_layers}'
+            )
         check_choice('ailurus.merge', self.merge, MERGE_MODES)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f'ailurus.seed={self.seed!r} must be an int')
@@ -291,11 +312,34 @@ class AiluRusOptions:
         """Whether any token is merged on this grid (False: the stock model)."""
         return self.enabled and self.num_kept(hw) < int(hw[0]) * int(hw[1])
 
+    def layer_merges(self, hw: Sequence[int]) -> List[int]:
+        """``'tome_layers'``: tokens merged before each layer from
+        ``cluster_after`` on (ToMe's constant r, the last steps clipped so the
+        last layer runs on M tokens)."""
+        if self.num_layers is None:
+            raise ValueError('layer_merges needs num_layers (build the options with from_dict)')
+        n = int(hw[0]) * int(hw[1])
+        m = self.num_kept(hw) if self.reduces(hw) else n
+        steps = self.num_layers - self.cluster_after
+        r = -(-(n - m) // steps)
+        out, cur = [], n
+        for _ in range(steps):
+            k = min(r, cur - m, (cur + 1) // 2 if cur > 1 else 0)
+            out.append(k)
+            cur -= k
+        return out
+
     def token_counts(self, hw: Sequence[int], num_prefix_tokens: int = 0) -> List[int]:
         """Tokens entering each layer, prefix (class/register) tokens included."""
         if self.num_layers is None:
             raise ValueError('token_counts needs num_layers (build the options with from_dict)')
         n = int(hw[0]) * int(hw[1])
+        if self.method in SCHEDULE_METHODS and self.reduces(hw):
+            counts, cur = [n] * self.cluster_after, n
+            for k in self.layer_merges(hw):
+                cur -= k
+                counts.append(cur)
+            return [num_prefix_tokens + c for c in counts]
         m = self.num_kept(hw) if self.reduces(hw) else n
         merged_until = self.num_layers - self.refine_layers
         return [
