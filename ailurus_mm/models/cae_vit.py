@@ -380,7 +380,8 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
             self.register_buffer('pos_embed', table)
         else:
             self.pos_embed = nn.Parameter(table)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # CAE: linear decay rule
+        # CAE: linear decay rule (on the CPU: also when built under torch.device('meta'))
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         self.blocks = nn.ModuleList(
             CAEBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], init_values, norm_eps)
             for i in range(depth)

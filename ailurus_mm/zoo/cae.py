@@ -264,7 +264,9 @@ def convert_mmseg_vit(ckpt: Mapping, with_norm: bool = False) -> Dict[str, Tenso
         pos_embed=state['pos_embed'],
     )
     out['patch_embed.proj.weight'] = state['patch_embed.projection.weight']
-    out['patch_embed.proj.bias'] = state['patch_embed.projection.bias']
+    w = state['patch_embed.projection.weight']
+    # mmseg's patch_bias=False: a zero bias is the same convolution
+    out['patch_embed.proj.bias'] = state.get('patch_embed.projection.bias', w.new_zeros(len(w)))
     for i in range(_depth(state, 'layers.')):
         s, d = f'layers.{i}.', f'blocks.{i}.'
         w, b = state[s + 'attn.attn.in_proj_weight'], state[s + 'attn.attn.in_proj_bias']
