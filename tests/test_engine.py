@@ -291,3 +291,88 @@ def test_tome_layers_in_the_backbone():
         1, a.labels[..., None].expand(-1, -1, 48)
     )
     assert torch.equal(o, same)
+
+
+# ----------------------------------------------------------------------------
+# reconstruction
+
+
+def _blocks(seed=7):
+    from ailurus_mm.ops import cluster_tokens
+
+    x = torch.randn(2, 42, 16, generator=torch.Generator().manual_seed(seed))
+    a = cluster_tokens(x, (6, 7), 0.5)
+    return x, a
+
+
+def test_residual_reconstruction_keeps_detail_and_unchanged_is_identity():
+    from ailurus_mm.ops import merge_tokens
+    from ailurus_mm.ops.reconstruct import reconstruct_tokens
+
+    x, a = _blocks()
+    m = merge_tokens(x, a)
+    # no change since the merge: every token gets exactly its own input back
+    assert torch.allclose(reconstruct_tokens(m, a, 'residual', x, m), x, atol=1e-6)
+    shift = torch.randn(2, 1, 16)
+    out = reconstruct_tokens(m + shift, a, 'residual', x, m)
+    assert torch.allclose(out, x + shift, atol=1e-5)
+    with pytest.raises(ValueError, match="mode='residual' needs x and merged"):
+        reconstruct_tokens(m, a, 'residual')
+    with pytest.raises(ValueError, match="mode='blend'"):
+        reconstruct_tokens(m, a, 'blend')
+
+
+def test_soft_weights_are_windowed_normalised_and_sharpen_to_hard():
+    from ailurus_mm.ops import merge_tokens, unfold_tokens
+    from ailurus_mm.ops.reconstruct import reconstruct_tokens, soft_weights
+
+    x, a = _blocks()
+    m = merge_tokens(x, a)
+    w = soft_weights(m.gather(1, a.labels[..., None].expand(-1, -1, 16)), m, a, topk=3)
+    assert w.clusters.shape == w.weights.shape == (2, 42, 3)
+    assert torch.allclose(w.weights.sum(-1), torch.ones(2, 42))
+    # candidates come from the 3x3 window: each is the cluster of a grid neighbour
+    from ailurus_mm.ops.window import neighbour_index, window_offsets
+
+    idx, valid = neighbour_index(6, 7, window_offsets(1, 'cpu'))
+    near = a.labels[:, idx].masked_fill(~valid[None], -1)
+    assert bool((w.clusters[..., :, None] == near[..., None, :]).any(-1).all())
+    # a token equal to its cluster's merged input, at a tiny temperature: hard unfold
+    sharp = soft_weights(unfold_tokens(m, a), m, a, topk=1, temperature=1e-3)
+    assert torch.equal(sharp.clusters[..., 0], a.labels)
+    y = torch.randn(2, a.num_clusters, 16)
+    assert torch.allclose(reconstruct_tokens(y, a, 'soft', weights=sharp), unfold_tokens(y, a))
+    with pytest.raises(ValueError, match=r'topk=10 .*\[1, 9\]'):
+        soft_weights(x, m, a, topk=10)
+    with pytest.raises(ValueError, match='temperature=0'):
+        soft_weights(x, m, a, temperature=0)
+
+
+@pytest.mark.parametrize(
+    'over, match',
+    [
+        (dict(reconstruct='blend'), "ailurus.reconstruct='blend'"),
+        (dict(soft_topk=0), r'ailurus.soft_topk=0 .*\[1, 9\]'),
+        (dict(soft_temperature=0.0), r'ailurus.soft_temperature=0.0 .*> 0'),
+        (dict(refine_layers=3, cluster_after=1), r'ailurus.refine_layers=3 .*\[0, 2\]'),
+        (dict(distance='cosine'), "ailurus.distance='cosine'"),
+        (dict(fast_attn='yes'), "ailurus.fast_attn='yes'"),
+        (dict(method='tome_layers', refine_layers=1), 'refine_layers=1'),
+    ],
+)
+def test_invalid_reconstruction_options(over, match):
+    with pytest.raises(ValueError, match=match):
+        AiluRusOptions.from_dict(over, 4)
+
+
+def test_refine_with_hard_unfold_is_the_merged_run():
+    # duplicated tokens attend like one token with the log-size bias: running the
+    # last layer at full resolution on hard-unfolded tokens changes nothing
+    m = build(dict(cluster_after=1, keep_ratio=0.4))
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        a = m.forward_tokens(x)
+        b = m.forward_tokens(x, m.options.replace(refine_layers=1))
+        c = m.forward_tokens(x, m.options.replace(refine_layers=1, reconstruct='soft_residual'))
+    assert torch.allclose(a.outs[-1], b.outs[-1], atol=1e-4)
+    assert not torch.allclose(a.outs[-1], c.outs[-1], atol=1e-3)
