@@ -1,7 +1,11 @@
 """Train a model: the stock mmseg/mmdet ``tools/train.py`` command line.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp]
-        [--cfg-options k=v ...] [--launcher none]
+        [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Multi-process: tools/dist_train.sh (torchrun, --launcher pytorch); on a
+machine without CUDA the gloo backend is chosen and ``--amp`` is bfloat16
+autocast (see ailurus_mm.apis.train).
 
 mmdet configs run the train script shipped in the installed mmdet; mmseg 1.2.2
 ships none in its wheel, so the stock mmseg entry is reproduced below.
@@ -12,7 +16,7 @@ import logging
 import os
 import os.path as osp
 
-from ailurus_mm.apis import run_stock_tool
+from ailurus_mm.apis import prepare_run, run_stock_tool
 
 
 def parse_args(argv=None):
@@ -66,19 +70,17 @@ def train_mmseg(argv=None):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        if cfg.optim_wrapper.type == 'AmpOptimWrapper':
-            print_log(
-                'AMP training is already enabled in your config.',
-                logger='current',
-                level=logging.WARNING,
-            )
-        else:
-            assert cfg.optim_wrapper.type == 'OptimWrapper', (
-                f'`--amp` is only supported with OptimWrapper, got {cfg.optim_wrapper.type}'
-            )
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.amp and cfg.optim_wrapper.get('type') in ('AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
+        print_log(
+            'AMP training is already enabled in your config.',
+            logger='current',
+            level=logging.WARNING,
+        )
+    # --launcher: gloo + no device ids on a machine without CUDA, a collective
+    # timeout; --amp: float16 AmpOptimWrapper on CUDA, bfloat16 autocast on CPU
+    changes = prepare_run(cfg, args.launcher, amp=args.amp)
+    if changes:
+        print_log(f'launcher/amp config changes: {changes}', logger='current')
     cfg.resume = args.resume
     runner = (
         Runner.from_cfg(cfg)

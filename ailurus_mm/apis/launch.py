@@ -48,6 +48,41 @@ def _config_arg(argv: List[str]) -> str:
     return args.config
 
 
+def _run_args(argv: List[str]):
+    """``--launcher``, ``--amp`` and ``--cfg-options`` of a stock command line."""
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--launcher', default='none')
+    parser.add_argument('--amp', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+def stock_run_overrides(config: str, argv: List[str]) -> List[str]:
+    """The command line for a stock tool with the multi-process / ``--amp``
+    changes of :func:`ailurus_mm.apis.train.prepare_run` appended as
+    ``--cfg-options`` (``--amp`` is replaced on a machine without CUDA), after
+    joining the process group of a CPU ``pytorch`` launch."""
+    import torch
+    from mmengine.config import Config
+
+    from .train import format_cfg_options, prepare_run
+
+    args = _run_args(argv)
+    cfg = Config.fromfile(config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cpu_amp = args.amp and not torch.cuda.is_available()
+    changes = prepare_run(cfg, args.launcher, amp=cpu_amp)
+    if cpu_amp:
+        argv = [a for a in argv if a != '--amp']
+    if changes:
+        argv = argv + ['--cfg-options'] + format_cfg_options(changes)
+    return argv
+
+
 def run_stock_tool(name: str, argv: Optional[List[str]] = None) -> bool:
     """Run the installed stock tool ``name`` for the config in ``argv``.
 
@@ -64,6 +99,7 @@ def run_stock_tool(name: str, argv: Optional[List[str]] = None) -> bool:
     path = stock_tool_path(scope, name)
     if path is None:
         return False
+    argv = stock_run_overrides(_config_arg(argv), argv)
     sys.argv = [path] + argv
     os.environ.setdefault('LOCAL_RANK', '0')
     try:
