@@ -63,5 +63,11 @@ def size_aware_attention(
 
     Returns:
         Tensor: ``[B, heads, L, D]``.
+
+    Under autocast the queries may be float16/bfloat16 while the bias was
+    made in float32; it is cast to the queries' dtype (what the fused
+    kernels require on CUDA).
     """
+    if bias is not None and bias.dtype != q.dtype:
+        bias = bias.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
