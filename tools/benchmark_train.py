@@ -234,9 +234,10 @@ def main(argv=None):
         ('peak_mb', 'peak step memory (MiB)', '.0f'),
         ('tokens', 'tokens per layer'),
     ]
+    opt = cfg.optim_wrapper.optimizer.type
     header = (
-        f'Training step (train_step: preprocess, forward, loss, backward, {cfg.optim_wrapper.optimizer.type} '
-        f'step) of `{args.config}`, crop {crop}, batch {args.batch_size}, '
+        f'Training step (train_step: preprocess, forward, loss, backward, {opt} step) '
+        f'of `{args.config}`, crop {crop}, batch {args.batch_size}, '
         f'{"real images" if args.images else "random images"}, {trainable / 1e6:.1f} M trainable '
         f'parameters, warm-up {args.warmup}, {args.repeats} interleaved repetitions; '
         f'{info["device"]}, {info["threads"]} thread(s), load {info["load_1min"]} -> '

@@ -118,7 +118,8 @@ def distributed_overrides(cfg, launcher: str, cuda: Optional[bool] = None) -> Di
     if launcher != 'pytorch':
         raise ValueError(
             f'--launcher {launcher} on a machine without CUDA: mmengine initialises slurm/mpi '
-            'jobs through CUDA; run CPU jobs with torchrun (tools/dist_train.sh, --launcher pytorch)'
+            'jobs through CUDA; run CPU jobs with torchrun '
+            '(tools/dist_train.sh, --launcher pytorch)'
         )
     if dist_cfg.get('backend', 'nccl') == 'nccl':
         out['env_cfg.dist_cfg.backend'] = 'gloo'

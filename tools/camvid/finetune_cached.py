@@ -216,7 +216,8 @@ def train(args) -> None:
         results[name] = float(summary['mIoU'])
         log(
             f'EVAL arm={args.arm} ailurus={name}: mIoU {summary["mIoU"]:.2f} '
-            f'aAcc {summary["aAcc"]:.2f} ({len(batches)} val images, {time.perf_counter() - t:.0f} s)'
+            f'aAcc {summary["aAcc"]:.2f} '
+            f'({len(batches)} val images, {time.perf_counter() - t:.0f} s)'
         )
     summary = dict(
         arm=args.arm,
@@ -246,7 +247,7 @@ def parse_args(argv=None):
     p.add_argument(
         '--checkpoint',
         default=osp.expanduser('~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth'),
-        help='full frozen-model checkpoint (python -c "from ailurus_mm.zoo.camvid import assemble; print(assemble())")',
+        help='full frozen-model checkpoint (ailurus_mm.zoo.camvid.assemble())',
     )
     p.add_argument('--iters', type=int, default=120)
     p.add_argument('--batch-size', type=int, default=2)
