@@ -113,6 +113,8 @@ def bipartite_soft_matching(metric: Tensor, r: int) -> Tensor:
     b, t, _ = metric.shape
     na, nb = (t + 1) // 2, t // 2
     high = na if nb else 0
+    if not isinstance(r, bool) and isinstance(r, (int, Tensor)):
+        r = int(r)  # shapes are tensors while mmengine's FLOP counter traces
     if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= high:
         raise ValueError(f'r={r!r} is outside the allowed range [0, {high}] for {t} tokens')
     dev = metric.device
