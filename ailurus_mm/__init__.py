@@ -9,6 +9,7 @@ accept the metadata objects of mmengine/mmseg/mmdet checkpoints (see
 """
 
 from . import (
+    apis,  # noqa: F401  (CPUAutocastOptimWrapper for --amp on CPU)
     datasets,  # noqa: F401  (mmseg DATASETS)
     models,  # noqa: F401  (mmseg MODELS)
     ops,  # noqa: F401  (pure torch, no OpenMMLab import)
