@@ -148,7 +148,9 @@ def test_ailurus_config_runs_and_stays_accurate(
     checkpoint: Path, batch: Dict[str, List], reference
 ) -> None:
     cfg = _cfg(AILURUS_CONFIG)
-    assert cfg.model.backbone.ailurus == dict(enabled=True, cluster_after=4, keep_ratio=0.5)
+    assert cfg.model.backbone.ailurus == dict(
+        enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2
+    )
     model = _model(cfg, checkpoint)
     out = _run(model, batch)
     assert model.backbone.last_assignment is not None  # tokens were merged
