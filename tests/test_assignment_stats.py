@@ -232,17 +232,15 @@ BAD = [
 @pytest.mark.parametrize('extra, message', BAD, ids=[' '.join(b[0]) for b in BAD])
 def test_tool_rejects_bad_arguments_before_reading_images(extra, message, tmp_path, capsys):
     """Neither the checkpoint nor the data exist: the argument check comes first."""
-    from importlib.util import module_from_spec, spec_from_file_location
+    import runpy
 
-    spec = spec_from_file_location('assignment_stats_tool', TOOL)
-    tool = module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    main = runpy.run_path(TOOL, run_name='assignment_stats_tool')['main']  # the CLI in-process
     missing = str(tmp_path / 'nowhere')
     argv = [CONFIG, osp.join(missing, 'ckpt.pth')] + extra
     argv += ['--out-dir', str(tmp_path / 'o'), '--cfg-options']
     argv += [f'test_dataloader.dataset.data_root={missing}']
     with pytest.raises(SystemExit) as e:
-        tool.main(argv)
+        main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err, err[-2000:]

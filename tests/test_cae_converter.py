@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 import ailurus_mm  # noqa: F401
 from ailurus_mm.zoo.cae import (
@@ -32,7 +31,7 @@ CONFIGS = {
     'B': (osp.join(ROOT, 'configs/ailurus/mask-rcnn_cae-b_fpn_1x_coco.py'), 768, 12),
     'L': (osp.join(ROOT, 'configs/ailurus/mask-rcnn_cae-l_fpn_1x_coco.py'), 1024, 24),
 }
-init_default_scope('mmdet')
+pytestmark = pytest.mark.usefixtures('mmdet_scope')
 
 
 def cae_backbone_state(dim, depth, grid, prefix='', fpn=True, device='cpu', final_norm=False):

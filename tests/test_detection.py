@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, save_checkpoint
 
 import ailurus_mm  # noqa: F401
@@ -27,11 +26,7 @@ CAE_L = osp.join(ROOT, 'configs/ailurus/mask-rcnn_cae-l_fpn_1x_coco.py')
 COCO_TINY = osp.join(ROOT, '..', 'shared', 'data', 'COCO_Tiny')
 
 
-@pytest.fixture(autouse=True)
-def mmdet_scope():
-    """Build in mmdet's scope whatever other test modules set at import."""
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmdet_scope')
 
 
 TINY = dict(

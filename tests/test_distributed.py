@@ -46,7 +46,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)
 class SaveRankParamsHook(Hook):
     """Every rank writes its final parameters (tests only)."""
 
@@ -115,7 +115,9 @@ def setup(tmp_path_factory, make_ade):
     bad = CONFIG.format(vit_t=VIT_T, data_root=str(base / 'rank{{$RANK:0}}'), iters=ITERS)
     (base / 'bad.py').write_text(bad)
     shutil.copytree(base / 'data', base / 'rank0')
-    sys.path.insert(0, str(base / 'hooks'))
+    # the torchrun processes import the hook module (PYTHONPATH); this process
+    # registers the same hook by running its source
+    exec(compile(HOOK_MODULE, 'rank_params_hook', 'exec'), {})
     return base
 
 
@@ -141,7 +143,8 @@ def torchrun(script, args, setup, timeout=TIMEOUT):
 
 
 def one_process_cfg(setup, work_dir, batch_size):
-    cfg = Config.fromfile(str(setup / 'tiny.py'))
+    cfg = Config.fromfile(str(setup / 'tiny.py'), import_custom_modules=False)
+    cfg.custom_imports = dict(imports=['ailurus_mm'], allow_failed_imports=False)
     cfg.work_dir = str(work_dir)
     cfg.train_dataloader.batch_size = batch_size
     cfg.launcher = 'none'
