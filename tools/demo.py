@@ -100,7 +100,7 @@ def main(argv=None):
     batches = batches_to(batches, device)
     metric = build_seg_metric(cfg, meta)
 
-    settings = {'reference': dict(enabled=False), 'AiluRus': {}}
+    settings = {'reference': dict(enabled=False), 'reduced': {}}
     results, preds = {}, {}
     xs = [model.data_preprocessor(b, False)['inputs'] for b in batches]
 
@@ -131,9 +131,9 @@ def main(argv=None):
         results[name]['e2e_ms'] = 1e3 * t_all[name].median / len(batches)
     x = xs[0]
     grid = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
-    ref, ail = results['reference'], results['AiluRus']
-    sb = t_bb['AiluRus'].ratio_to(t_bb['reference'])
-    se = t_all['AiluRus'].ratio_to(t_all['reference'])
+    ref, ail = results['reference'], results['reduced']
+    sb = t_bb['reduced'].ratio_to(t_bb['reference'])
+    se = t_all['reduced'].ratio_to(t_all['reference'])
     print(f'model: {osp.relpath(args.config, REPO)}  checkpoint: {ckpt}')
     print(
         f'images: first {len(batches)} of {img_dir}, input {tuple(x.shape[-2:])}, '
@@ -141,7 +141,8 @@ def main(argv=None):
         f'repetitions after one warm-up round; {machine_info(device)}'
     )
     print(
-        f'AiluRus: cluster after layer {on.cluster_after}, keep {on.keep_ratio} '
+        f"reduced (the config's ailurus setting): from layer {on.cluster_after}, "
+        f'keep {on.keep_ratio} '
         f'({bb.num_kept(grid)} tokens), method {on.method}'
     )
     print(
@@ -176,7 +177,7 @@ def main(argv=None):
         gt = name == 'ground truth'
         vis.add_datasample(name, img, pred.cpu(), draw_gt=gt, draw_pred=not gt, show=False)
         panels[name] = vis.get_image()  # the last drawing (one panel per call)
-    top = np.concatenate([clusters, panels['AiluRus']], 1)
+    top = np.concatenate([clusters, panels['reduced']], 1)
     sheet = np.concatenate(
         [top, np.concatenate([panels['ground truth'], panels['reference']], 1)], 0
     )
@@ -184,7 +185,8 @@ def main(argv=None):
     mmcv.imwrite(sheet[..., ::-1], args.out)  # RGB -> BGR file
     print(
         f'wrote {args.out}: top: clusters on the image ({a.num_clusters} clusters, '
-        f'{int((a.sizes == 1).sum())} single tokens tinted, largest {int(a.sizes.max())}), AiluRus '
+        f'{int((a.sizes == 1).sum())} single tokens tinted, largest {int(a.sizes.max())}), '
+        'reduced-model '
         'prediction; bottom: ground truth, reference prediction (mmseg SegLocalVisualizer)'
     )
 
