@@ -133,9 +133,6 @@ class PrefixCache:
                 self._states[key] = bb.forward_prefix(x, options)
         return self._states[key]
 
-    def clear(self) -> None:
-        self._states.clear()
-
 
 def evaluate_options(model: nn.Module, cache: PrefixCache, metric, options):
     """:func:`evaluate` for ``options``, reusing the cache's prefixes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import os.path as osp
-from typing import Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 __all__ = ['format_value', 'markdown_table', 'write_table']
 
@@ -92,11 +92,3 @@ def write_table(
             for r in rows:
                 w.writerow([format_value(_get(r, k), fmt) for k, _, fmt in cols])
     return md
-
-
-def dict_rows(mapping: Dict[str, Mapping], key: str = 'name') -> list:
-    """``{name: row}`` -> ``[dict(row, name=name)]`` (convenience)."""
-    return [dict(v, **{key: k}) for k, v in mapping.items()]
-
-
-Formatter = Callable[[object], str]
