@@ -212,6 +212,43 @@ def test_gradients_flow_and_checkpointing_matches():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+@pytest.mark.parametrize('pos', ['sincos', 'learned'])
+def test_frozen_vit_trains_only_the_adapters(pos):
+    _, model = build_pair(dict(cluster_after=1, keep_ratio=0.5), frozen=True, pos_embed_type=pos)
+    _, free = build_pair(dict(cluster_after=1, keep_ratio=0.5), pos_embed_type=pos)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():  # same numbers as the unfrozen backbone
+        assert all(torch.equal(a, b) for a, b in zip(model(x), free(x)))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith('fpn') for n in trainable)
+    assert {n for n, p in free.named_parameters() if p.requires_grad} > trainable
+    assert model.train() is model
+    assert not any(m.training for m in model.blocks.modules())  # no drop path
+    assert not model.patch_embed.training and model.fpn1.training
+    sum(o.square().mean() for o in model(x)).backward()
+    assert model.fpn1[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.vit_parameters())
+
+
+def test_output_maps_and_token_grid():
+    _, model = build_pair(
+        dict(cluster_after=1, keep_ratio=0.5),
+        patch_size=14,
+        pos_embed_type='learned',
+        out_with_norm=True,
+    )
+    x = torch.randn(1, 3, 128, 96)
+    assert model.token_grid(x.shape[-2:]) == model.grid_size(x.shape[-2:]) == (8, 6)
+    with torch.no_grad():
+        res = model.forward_tokens(x)
+        maps = model.output_maps(res)
+        assert [tuple(m.shape) for m in maps] == [(1, 32, 8, 6)] * 4
+        # the norm is applied per token: the class token is not in the maps
+        tokens = model.norm(res.outs[2][:, 1:])
+        assert torch.allclose(maps[2].flatten(2).transpose(1, 2), tokens, atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(model.format_outputs(res), model(x)))
+
+
 def test_sincos_table_is_a_buffer_learned_is_a_parameter():
     _, sincos = build_pair()
     _, learned = build_pair(pos_embed_type='learned')
@@ -367,6 +404,7 @@ def test_invalid_ailurus_options_rejected_at_build(ailurus, match):
         (dict(img_size=(8, 8)), r'img_size=\(8, 8\) is smaller than patch_size=16'),
         (dict(img_size=(0, 64)), r'img_size=\(0, 64\) must be an int >= 1'),
         (dict(qkv_bias='yes'), "qkv_bias='yes' must be True or False"),
+        (dict(frozen=1), 'frozen=1 must be True or False'),
         (dict(embed_dim=30, num_heads=2), 'embed_dim=30 must be a multiple of 4'),
     ],
 )

@@ -126,7 +126,7 @@ class PrefixCache:
         """The prefix of batch ``index`` for ``options`` (computed on first use)."""
         bb = self.model.backbone
         x = self.inputs[index]['inputs']
-        hw = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
+        hw = bb.token_grid(x.shape[-2:])
         key = (index, options.cluster_after, options.fused(hw))
         if key not in self._states:
             with torch.no_grad():
@@ -147,7 +147,7 @@ def evaluate_options(model: nn.Module, cache: PrefixCache, metric, options):
     with torch.no_grad():
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
             x, samples = pre['inputs'], pre['data_samples']
-            hw = (x.shape[-2] // bb.patch_size, x.shape[-1] // bb.patch_size)
+            hw = bb.token_grid(x.shape[-2:])
             if options.enabled and options.reduces(hw):
                 res = bb.forward_from_prefix(cache.state(j, options), options)
                 feats = bb.format_outputs(res)

@@ -45,7 +45,7 @@ more tokens through every block.)
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -298,6 +298,10 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
             on CPU and loads the same keys). Default: ``dict(type='BN')``.
         use_checkpoint (bool): gradient checkpointing of every block in
             training. Default: False.
+        frozen (bool): freeze the ViT (patch embedding, class token, position
+            table, blocks, ``norm``) and keep it in eval mode; the adapters
+            ``fpn1..fpn4`` still train (a frozen pre-trained backbone, e.g.
+            DINOv2). Default: False.
         ailurus (dict, optional): AiluRus options
             (:class:`ailurus_mm.ops.AiluRusOptions`).
         init_cfg (dict, optional): mmengine init config (e.g. ``Pretrained``
@@ -324,6 +328,7 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
         with_fpn: bool = True,
         fpn_norm_cfg: Optional[dict] = None,
         use_checkpoint: bool = False,
+        frozen: bool = False,
         ailurus: Optional[dict] = None,
         init_cfg: Optional[dict] = None,
     ):
@@ -355,6 +360,7 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
             ('out_with_norm', out_with_norm),
             ('with_fpn', with_fpn),
             ('use_checkpoint', use_checkpoint),
+            ('frozen', frozen),
         ):
             check_bool(name, value)
         self.out_indices = self._check_out_indices(out_indices, depth, with_fpn)
@@ -366,6 +372,7 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
         self.pos_embed_type = pos_embed_type
         self.with_fpn = with_fpn
         self.use_checkpoint = use_checkpoint
+        self.frozen = frozen
 
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -401,6 +408,9 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
             self.fpn3 = nn.Identity()
             self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
         self._init_ailurus(ailurus, depth)
+        if frozen:
+            for p in self.vit_parameters():
+                p.requires_grad_(False)
 
     @staticmethod
     def _check_out_indices(out_indices, depth: int, with_fpn: bool) -> Tuple[int, ...]:
@@ -417,6 +427,28 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
                 f'out_indices={out_indices!r}: with_fpn needs exactly 4 (one per fpn1..fpn4)'
             )
         return idx
+
+    def vit_modules(self) -> Tuple[nn.Module, ...]:
+        """The ViT proper (everything but the adapters ``fpn1..fpn4``)."""
+        return tuple(m for m in (self.patch_embed, self.blocks, self.norm) if m is not None)
+
+    def vit_parameters(self):
+        """Parameters of :meth:`vit_modules` plus the class token and a
+        learned position table."""
+        yield self.cls_token
+        if isinstance(self.pos_embed, nn.Parameter):
+            yield self.pos_embed
+        for m in self.vit_modules():
+            yield from m.parameters()
+
+    def train(self, mode: bool = True) -> 'AiluRusCAEViT':
+        """``nn.Module.train``; a ``frozen`` ViT stays in eval mode (no drop
+        path), its adapters follow ``mode``."""
+        super().train(mode)
+        if self.frozen:
+            for m in self.vit_modules():
+                m.eval()
+        return self
 
     # -- initialisation -----------------------------------------------------
 
@@ -501,12 +533,27 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
         ops = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         return tuple(op(m) for op, m in zip(ops, maps))
 
+    def token_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
+        """The token grid of an ``H x W`` input (:meth:`grid_size`)."""
+        return self.grid_size(hw)
+
+    def output_maps(self, res) -> List[Tensor]:
+        """The stride-16 ``[B, C, H/16, W/16]`` map of every out index, before
+        the adapters (``norm`` applied with ``out_with_norm``)."""
+        maps = [patches for patches, _ in self.tokens_to_maps(res)]
+        if self.norm is not None:
+            # CAE: norm on the patch tokens of every output (out_with_norm)
+            maps = [self.norm(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for m in maps]
+        return maps
+
+    def format_outputs(self, res) -> Tuple[Tensor, ...]:
+        """mmdet's backbone output for a :class:`ReductionOutput`:
+        :meth:`output_maps` through the adapters."""
+        return self.adapt(self.output_maps(res))
+
     def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
         """``[B, 3, H, W]`` (H, W multiples of 16) -> one map per out index:
         strides 4, 8, 16, 32 with FPN, else 16; ``embed_dim`` channels."""
         res = self.forward_tokens(inputs)
         self.last_assignment = res.assignment
-        if self.norm is not None:
-            # CAE: norm on the patch tokens of every output (out_with_norm)
-            res.outs = [torch.cat([x[:, :1], self.norm(x[:, 1:])], 1) for x in res.outs]
-        return self.adapt([patches for patches, _ in self.tokens_to_maps(res)])
+        return self.format_outputs(res)

@@ -87,6 +87,11 @@ class AiluRusBackboneMixin:
         finally:
             self._ailurus_options = old
 
+    def token_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
+        """The patch-token grid of an ``H x W`` input (``H/p x W/p``; backbones
+        that resize their input override it)."""
+        return int(hw[0]) // self.patch_size, int(hw[1]) // self.patch_size
+
     def num_kept(self, hw: Sequence[int]) -> int:
         """Patch tokens after the reduction on an ``H x W`` grid (every method)."""
         return self._ailurus_options.num_kept(hw)

