@@ -652,3 +652,47 @@ def test_train_tool_two_iterations(coco_gen, tiny_ckpt, tmp_path):
     assert 'backbone.blocks.0.attn.qkv.weight' in changed  # before it
     assert {'backbone.fpn1.0.weight', 'backbone.fpn2.0.weight', 'backbone.cls_token'} <= changed
     assert 'backbone.pos_embed' not in changed  # CAE's fixed table
+
+
+def test_sweep_tool_on_a_detector(coco_gen, tiny_ckpt, tmp_path):
+    """``tools/analysis/sweep.py`` on an mmdet config: CocoMetric box/mask AP and the
+    per-output cosine to the stock maps (1 before the clustering layer, below after)."""
+    out_dir = tmp_path / 'sw'
+    run_tool(
+        [
+            osp.join(ROOT, 'tools/analysis/sweep.py'),
+            CAE_B,
+            tiny_ckpt,
+            '--cluster-after',
+            '1',
+            '--keep',
+            '0.5',
+            '--methods',
+            'adjacent',
+            'pool',
+            '--variant',
+            'tome_layers:cluster_after=0,keep_ratio=0.5,method=tome_layers',
+            '--time-images',
+            '1',
+            '--repeats',
+            '1',
+            '--out-dir',
+            str(out_dir),
+            '--cfg-options',
+        ]  # fmt: skip
+        + _tiny_cfg_options(coco_gen)
+        + ['test_dataloader.dataset.pipeline.1.scale=(448,320)'],
+        cwd=ROOT,
+    )
+    res = json.load(open(out_dir / 'sweep.json'))
+    rows = {r['name']: r for r in res['rows']}
+    assert list(rows) == ['reference', 'adjacent L1 k0.5', 'pool L1 k0.5', 'tome_layers']
+    levels = ['cos_out1', 'cos_out2', 'cos_out3', 'cos_out4']
+    for r in rows.values():
+        assert {'bbox_mAP', 'segm_mAP', 'delta_bbox_mAP', 'speedup_vs_control'} <= set(r)
+    assert [rows['reference'][k] for k in levels] == pytest.approx([1.0] * 4, abs=1e-6)
+    adj = [rows['adjacent L1 k0.5'][k] for k in levels]
+    assert adj[0] == pytest.approx(1.0, abs=1e-6) and max(adj[1:]) < 0.9999
+    assert rows['tome_layers']['cos_out1'] < 0.9999  # merges from layer 0
+    assert rows['adjacent L1 k0.5']['tokens'] < rows['reference']['tokens']
+    assert all((out_dir / f).is_file() for f in ('sweep.md', 'sweep.csv', 'sweep.png'))

@@ -148,16 +148,28 @@ def evaluate_options(model: nn.Module, cache: PrefixCache, metric, options):
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
             x, samples = pre['inputs'], pre['data_samples']
             hw = bb.token_grid(x.shape[-2:])
+            metas = [s.metainfo for s in samples]
+            res = None
             if options.enabled and options.reduces(hw):
                 res = bb.forward_from_prefix(cache.state(j, options), options)
-                feats = bb.format_outputs(res)
-            else:
+            if res is not None and res.num_merged:  # logits level (AiluRusEncoderDecoder)
+                if not hasattr(model, 'decode_tokens'):
+                    raise ValueError(
+                        "ailurus.reconstruct_level='logits' needs model.type="
+                        f"'AiluRusEncoderDecoder', got {type(model).__name__}"
+                    )
                 with bb.options_override(**options.to_dict()):
-                    feats = bb(x)
-            if model.with_neck:
-                feats = model.neck(feats)
-            metas = [s.metainfo for s in samples]
-            logits = model.decode_head.predict(feats, metas, model.test_cfg)
+                    model.check_logits_level()
+                logits = model.decode_tokens(res, metas)
+            else:
+                if res is not None:
+                    feats = bb.format_outputs(res)
+                else:
+                    with bb.options_override(**options.to_dict()):
+                        feats = bb(x)
+                if model.with_neck:
+                    feats = model.neck(feats)
+                logits = model.decode_head.predict(feats, metas, model.test_cfg)
             outs = model.postprocess_result(logits, samples)
             metric.process(data, [o.to_dict() for o in outs])
     return summarize(metric)

@@ -102,7 +102,7 @@ class AiluRusVisionTransformer(AiluRusBackboneMixin, VisionTransformer):
         if not self.options.enabled:
             self.last_assignment = None
             return super().forward(inputs)
-        res = self.forward_tokens(inputs)
+        res = self.require_full_outputs(self.forward_tokens(inputs))
         self.last_assignment = res.assignment
         return self.format_outputs(res)
 

@@ -554,6 +554,6 @@ class AiluRusCAEViT(AiluRusBackboneMixin, BaseModule):
     def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
         """``[B, 3, H, W]`` (H, W multiples of 16) -> one map per out index:
         strides 4, 8, 16, 32 with FPN, else 16; ``embed_dim`` channels."""
-        res = self.forward_tokens(inputs)
+        res = self.require_full_outputs(self.forward_tokens(inputs))
         self.last_assignment = res.assignment
         return self.format_outputs(res)

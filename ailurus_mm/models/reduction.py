@@ -162,11 +162,31 @@ class AiluRusBackboneMixin:
         return self.reduction_engine().run_rest(state, self._opts(options), assignment)
 
     def tokens_to_maps(self, res: ReductionOutput) -> List[Tuple[Tensor, Tensor]]:
-        """``(patch map [B, C, H, W], prefix tokens [B, P, C])`` per output."""
+        """``(patch map [B, C, H, W], prefix tokens [B, P, C])`` per output.
+
+        Outputs left merged (``reconstruct_level='logits'``) become ``[B, C, 1,
+        M]`` maps of the M merged tokens, for a per-token or token-set head.
+        """
         p, (h, w) = res.num_prefix_tokens, res.hw
+        first_merged = len(res.outs) - res.num_merged
         maps = []
-        for x in res.outs:
+        for j, x in enumerate(res.outs):
             b, _, c = x.shape
-            patches = x[:, p:].reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+            if j >= first_merged:
+                patches = x[:, p:].transpose(1, 2).unsqueeze(2).contiguous()
+            else:
+                patches = x[:, p:].reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
             maps.append((patches, x[:, :p]))
         return maps
+
+    @staticmethod
+    def require_full_outputs(res: ReductionOutput) -> ReductionOutput:
+        """``res`` if every output is full resolution, else a clear error
+        (the backbone alone cannot reconstruct a head's logits)."""
+        if res.num_merged:
+            raise ValueError(
+                "ailurus.reconstruct_level='logits' leaves the backbone's outputs merged: it "
+                "runs in a segmentor of type 'AiluRusEncoderDecoder' (inference); use "
+                "reconstruct_level='features' anywhere else"
+            )
+        return res

@@ -20,6 +20,7 @@ of a head's output) gets it explicitly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -75,12 +76,21 @@ class ReductionOutput:
             nothing was merged.
         hw (tuple[int, int]): the patch grid.
         num_prefix_tokens (int): P.
+        num_merged (int): with ``reconstruct_level='logits'``, how many of the
+            last outputs are left as merged ``[B, P + M, C]`` sequences
+            (0: every output is full resolution).
+        unfold (callable, optional): ``[B, M, C'] -> [B, N, C']``, the
+            reconstruction of the merged outputs' patch tokens (any
+            per-token quantity, e.g. a head's logits); set when
+            ``num_merged > 0``.
     """
 
     outs: List[Tensor]
     assignment: Optional[ClusterAssignment]
     hw: Tuple[int, int]
     num_prefix_tokens: int
+    num_merged: int = 0
+    unfold: Optional[Callable[[Tensor], Tensor]] = None
 
 
 class ReductionEngine:
@@ -200,16 +210,26 @@ class ReductionEngine:
             if options.size_aware:
                 bias = size_attn_bias(assignment.sizes, p, dtype=x.dtype)
         refine_from = self.num_layers - options.refine_layers
+        keep_merged = options.reconstruct_level == 'logits'
+        num_merged = 0
         for i in range(state.stop, self.num_layers):
             if rec is not None and i == refine_from:
                 x, bias, rec = rec.full(x, p), None, None  # the rest at full resolution
             x = self.run_layer(i, x, bias, fused)
             if i in self.out_indices:
-                out = x if rec is None else rec.full(x, p)
+                out = x if rec is None or keep_merged else rec.full(x, p)
+                num_merged += int(rec is not None and keep_merged)
                 outs.append(out if self.after_layer is None else self.after_layer(i, out))
             if self.after_layer is not None:
                 x = self.after_layer(i, x)
-        return ReductionOutput(outs=outs, assignment=assignment, hw=hw, num_prefix_tokens=p)
+        return ReductionOutput(
+            outs=outs,
+            assignment=assignment,
+            hw=hw,
+            num_prefix_tokens=p,
+            num_merged=num_merged,
+            unfold=rec.patches if num_merged else None,
+        )
 
     def __call__(
         self,
@@ -235,7 +255,9 @@ class ReductionEngine:
         b, n = x.shape[0], hw[0] * hw[1]
         labels = torch.arange(n, device=x.device).expand(b, n)  # token -> current slot
         size = x.new_ones(b, n, 1, dtype=torch.float32)
-        bias = None
+        bias = unfold = None
+        keep_merged = options.reconstruct_level == 'logits'
+        num_merged = 0
         for i, r in zip(range(state.stop, self.num_layers), options.layer_merges(hw)):
             if r:
                 metric = x if self.layer_keys is None else self.layer_keys(i, x)
@@ -247,15 +269,21 @@ class ReductionEngine:
                     bias = size_attn_bias(size[..., 0], p, dtype=x.dtype)
             x = self.run_layer(i, x, bias, fused)
             if i in self.out_indices:
-                c = x.shape[-1]
-                full = torch.cat(
-                    [x[:, :p], x[:, p:].gather(1, labels[..., None].expand(-1, -1, c))], 1
-                )
-                outs.append(full if self.after_layer is None else self.after_layer(i, full))
+                unfold = functools.partial(_gather_tokens, labels=labels)
+                out = x if keep_merged else torch.cat([x[:, :p], unfold(x[:, p:])], 1)
+                num_merged += int(keep_merged)
+                outs.append(out if self.after_layer is None else self.after_layer(i, out))
             if self.after_layer is not None:
                 x = self.after_layer(i, x)
         assignment = assignment_from_groups(labels, hw)  # canonical ids, for analysis
-        return ReductionOutput(outs=outs, assignment=assignment, hw=hw, num_prefix_tokens=p)
+        return ReductionOutput(
+            outs=outs,
+            assignment=assignment,
+            hw=hw,
+            num_prefix_tokens=p,
+            num_merged=num_merged,
+            unfold=unfold if num_merged else None,
+        )
 
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
         if not isinstance(a, ClusterAssignment):
@@ -286,7 +314,15 @@ class _Reconstruction:
 
     def full(self, x: Tensor, p: int) -> Tensor:
         """``[B, P + M, C]`` -> ``[B, P + N, C]``."""
-        y = reconstruct_tokens(
-            x[:, p:], self.assignment, self.mode, self.tokens, self.merged, self.weights
+        return torch.cat([x[:, :p], self.patches(x[:, p:])], 1)
+
+    def patches(self, y: Tensor) -> Tensor:
+        """``[B, M, C']`` cluster outputs -> ``[B, N, C']``."""
+        return reconstruct_tokens(
+            y, self.assignment, self.mode, self.tokens, self.merged, self.weights
         )
-        return torch.cat([x[:, :p], y], 1)
+
+
+def _gather_tokens(y: Tensor, labels: Tensor) -> Tensor:
+    """``[B, M, C']`` -> ``[B, N, C']``: every token copies its slot (``labels``)."""
+    return y.gather(1, labels[..., None].expand(-1, -1, y.shape[-1]))

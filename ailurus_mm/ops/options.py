@@ -29,6 +29,7 @@ __all__ = [
     'DISTANCE_MODES',
     'ATTN_KERNELS',
     'SCHEDULE_METHODS',
+    'RECONSTRUCT_LEVELS',
 ]
 
 #: Methods that reduce step by step instead of once: ``'tome_layers'`` is
@@ -40,6 +41,12 @@ SCHEDULE_METHODS = ('tome_layers',)
 DISTANCE_MODES = ('features', 'keys')
 #: Values of ``fast_attn``.
 ATTN_KERNELS = ('auto', True, False)
+#: Where merged tokens return to the grid: the backbone's outputs, or the
+#: decode head's logits (the head runs on the M merged tokens).
+RECONSTRUCT_LEVELS = ('features', 'logits')
+#: Reconstruction modes that need nothing but the cluster outputs (so they
+#: also apply to a head's logits).
+OUTPUT_ONLY_MODES = ('hard', 'soft')
 
 #: The options handed to :func:`ailurus_mm.ops.reduce_tokens` (each method
 #: takes the ones it uses).
@@ -95,6 +102,16 @@ class AiluRusOptions:
         refine_layers (int): the last ``refine_layers`` layers run on the
             reconstructed full-resolution tokens (no reduction there), in
             ``[0, num_layers - cluster_after - 1]``. Default: 0.
+        reconstruct_level (str): ``'features'`` (default): the backbone's
+            outputs are reconstructed to the grid, so any head works.
+            ``'logits'``: the backbone returns its last output as the M merged
+            tokens and the segmentor (``AiluRusEncoderDecoder``) runs the
+            decode head on them and reconstructs the head's logits (Expedite,
+            CTS, ALGM); saves the head's cost, needs a per-token or
+            token-set head (1x1-conv ``FCNHead``, Segmenter's mask
+            transformer), ``reconstruct`` ``'hard'`` or ``'soft'`` and
+            ``refine_layers=0``. For a 1x1-conv head with ``'hard'`` it equals
+            ``'features'`` up to rounding.
         distance (str): ``'features'`` (default) clusters the tokens
             themselves; ``'keys'`` clusters the attention keys of the first
             layer that runs on the merged tokens (ToMe's choice).
@@ -120,6 +137,7 @@ class AiluRusOptions:
     soft_topk: int = 3
     soft_temperature: float = 0.05
     refine_layers: int = 0
+    reconstruct_level: str = 'features'
     distance: str = 'features'
     num_layers: Optional[int] = field(default=None, repr=False, compare=False)
 
@@ -197,6 +215,7 @@ class AiluRusOptions:
             raise ValueError(f'ailurus.fast_attn={self.fast_attn!r} is not one of {ATTN_KERNELS}')
         check_choice('ailurus.reconstruct', self.reconstruct, RECONSTRUCT_MODES)
         check_choice('ailurus.distance', self.distance, DISTANCE_MODES)
+        check_choice('ailurus.reconstruct_level', self.reconstruct_level, RECONSTRUCT_LEVELS)
         check_int('ailurus.soft_topk', self.soft_topk, 1, 9)
         if (
             isinstance(self.soft_temperature, bool)
@@ -247,6 +266,15 @@ class AiluRusOptions:
             raise ValueError(
                 f"ailurus.method={self.method!r} unmerges by copying (reconstruct='hard', "
                 f'refine_layers=0), got reconstruct={self.reconstruct!r}, '
+                f'refine_layers={self.refine_layers}'
+            )
+        if self.reconstruct_level == 'logits' and (
+            self.reconstruct not in OUTPUT_ONLY_MODES or self.refine_layers
+        ):
+            raise ValueError(
+                "ailurus.reconstruct_level='logits' reconstructs the head's logits from the "
+                f'cluster outputs alone: reconstruct must be one of {OUTPUT_ONLY_MODES} and '
+                f'refine_layers 0, got reconstruct={self.reconstruct!r}, '
                 f'refine_layers={self.refine_layers}'
             )
         check_choice('ailurus.merge', self.merge, MERGE_MODES)

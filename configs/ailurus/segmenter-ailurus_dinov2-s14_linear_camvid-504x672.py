@@ -17,7 +17,11 @@
 _base_ = ['../camvid/segmenter_dinov2-s14_linear_frozen_camvid-504x672.py']
 
 model = dict(
-    backbone=dict(ailurus=dict(enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2))
+    # mmseg's EncoderDecoder + ailurus.reconstruct_level='logits' (same checkpoints)
+    type='AiluRusEncoderDecoder',
+    backbone=dict(
+        ailurus=dict(enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2)
+    ),
 )
 
 # `tools/test.py CONFIG CKPT --show-dir DIR` writes, for every image, the

@@ -6,6 +6,8 @@ _base_ = ['mmseg::segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['ailurus_mm'], allow_failed_imports=False)
 
 model = dict(
+    # mmseg's EncoderDecoder + ailurus.reconstruct_level='logits' (same checkpoints)
+    type='AiluRusEncoderDecoder',
     # Test with an official trained checkpoint (loaded unchanged); for training
     # point model.backbone.init_cfg at a local pretrained file instead of the
     # stock URL: nothing is downloaded at run time.

@@ -8,6 +8,8 @@ _base_ = [
 ]
 crop_size = (480, 480)
 model = dict(
+    # mmseg's EncoderDecoder + ailurus.reconstruct_level='logits' (same checkpoints)
+    type='AiluRusEncoderDecoder',
     data_preprocessor=dict(size=crop_size),
     backbone=dict(img_size=crop_size),
     decode_head=dict(num_classes=59),

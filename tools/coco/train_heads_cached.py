@@ -230,9 +230,8 @@ def train(args: argparse.Namespace) -> Path:
             if it % args.log_interval == 0:
                 lr = optim_wrapper.get_lr()['lr'][0]
                 parts = ', '.join(f'{k} {v.item():.3f}' for k, v in log_vars.items())
-                log(
-                    f'ep {epoch + 1} it {it} lr {lr:.2e} {parts} ({(time.time() - t0) / it:.2f} s/it)'
-                )
+                speed = (time.time() - t0) / it
+                log(f'ep {epoch + 1} it {it} lr {lr:.2e} {parts} ({speed:.2f} s/it)')
         if (epoch + 1) % args.val_interval == 0 or epoch + 1 == epochs:
             res = validate(model, val_items, val_batches, metric)
             log(f'ep {epoch + 1} val ' + ', '.join(f'{k} {v:.1f}' for k, v in res.items()))
