@@ -143,6 +143,10 @@ def test_sweep_tool(tmp_path, make_ade):
             'tome',
             '--variant',
             'nosize:size_aware=False,keep_ratio=0.5',
+            '--variant',
+            'logits:reconstruct_level=logits,keep_ratio=0.5',
+            '--variant',
+            'features:keep_ratio=0.5',
             '--num-images',
             '1',
             '--time-images',
@@ -157,9 +161,14 @@ def test_sweep_tool(tmp_path, make_ade):
     assert '| reference |' in out and '| tome L2 k0.5 |' in out and '| nosize |' in out
     res = json.load(open(tmp_path / 'sw' / 'sweep.json'))
     names = [r['name'] for r in res['rows']]
-    assert names == ['reference', 'tome L2 k0.5', 'nosize']
+    assert names == ['reference', 'tome L2 k0.5', 'nosize', 'logits', 'features']
     assert res['rows'][0]['delta_mIoU'] == 0 and res['rows'][0]['options']['enabled'] is False
     assert res['rows'][2]['options']['size_aware'] is False
+    # the mask head on merged tokens (AiluRusEncoderDecoder); its backbone is counted and
+    # timed at the feature level, the same work
+    logits, feats = res['rows'][3], res['rows'][4]
+    assert logits['options']['reconstruct_level'] == 'logits'
+    assert logits['backbone_gflops'] == feats['backbone_gflops'] and 'speedup_vs_control' in logits
     assert all(osp.isfile(tmp_path / 'sw' / f) for f in ('sweep.md', 'sweep.csv', 'sweep.png'))
 
 
