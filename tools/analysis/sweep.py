@@ -217,10 +217,15 @@ def main(argv=None):
             if cache
             else 'slide inference: no cache\n'
         )
-        + f'- timing (backbone only): {len(xs)} images, batch 1, every row interleaved with the '
-        f'stock model and the control (the stock model through the fused kernel), median of '
-        f'{args.repeats} repetitions after 1 warm-up round; device {mi["device"]}, threads '
-        f'{mi["threads"]}, load {mi["load_1min"]}\n\n'
+        + (
+            f'- no timing (--no-timing): accuracy and FLOPs only; device {mi["device"]}, threads '
+            f'{mi["threads"]}, load {mi["load_1min"]}\n\n'
+            if args.no_timing
+            else f'- timing (backbone only): {len(xs)} images, batch 1, every row interleaved with '
+            f'the stock model and the control (the stock model through the fused kernel), median '
+            f'of {args.repeats} repetitions after 1 warm-up round; device {mi["device"]}, threads '
+            f'{mi["threads"]}, load {mi["load_1min"]}\n\n'
+        )
     )
 
     def rng(key):
