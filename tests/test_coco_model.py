@@ -80,8 +80,7 @@ def test_prefix_cached_evaluation_is_test_step(trained, options):
     with bb.options_override(enabled=True, **options) as opts, torch.no_grad():
         for j, (data, pre) in enumerate(zip(batches, cache.inputs)):
             ref = model.test_step(data)[0].pred_instances
-            feats = det_features(model, pre['inputs'], opts, cache.state(j, opts))
-            with features_override(model, feats):
+            with features_override(model, det_features(model, cache, j, opts)):
                 out = model.predict(pre['inputs'], pre['data_samples'])[0].pred_instances
             assert len(ref) > 0
             for key in ('bboxes', 'scores', 'labels', 'masks'):

@@ -23,11 +23,13 @@ from .models import quiet_logs
 __all__ = [
     'DET_METRICS',
     'features_override',
+    'backbone_tokens',
     'build_det_metric',
     'det_features',
     'evaluate_det',
     'evaluate_det_options',
     'level_cosine',
+    'summarize_det',
 ]
 
 #: the CocoMetric keys a sweep reports (mAP over IoU 0.5:0.95, AP50, by size)
@@ -67,7 +69,9 @@ def build_det_metric(cfg, dataset_meta: dict):
     return metric
 
 
-def _compute(metric) -> Dict[str, float]:
+def summarize_det(metric) -> Dict[str, float]:
+    """The :data:`DET_METRICS` (percent) of a ``CocoMetric``'s processed
+    results, which are cleared."""
     # pycocotools prints its tables to stdout; the numbers come back as a dict
     with quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
         res = metric.compute_metrics(metric.results)
@@ -75,22 +79,25 @@ def _compute(metric) -> Dict[str, float]:
     return {k: 100.0 * float(res[k]) for k in DET_METRICS if k in res}
 
 
-def det_features(model: nn.Module, x: Tensor, options, state=None):
-    """Backbone + neck features of a preprocessed batch for ``options``:
-    resumed from a cached prefix ``state`` when the setting reduces, else the
-    backbone's own forward."""
+def backbone_tokens(model: nn.Module, cache, index: int, options):
+    """The backbone's :class:`~ailurus_mm.ops.ReductionOutput` for batch
+    ``index`` under ``options``: resumed from the cache's prefix when the
+    setting reduces, else a whole forward (the stock path when it does not)."""
     bb = model.backbone
-    if state is not None and options.enabled and options.reduces(bb.token_grid(x.shape[-2:])):
-        feats = bb.format_outputs(bb.forward_from_prefix(state, options))
-    else:
-        with bb.options_override(**options.to_dict()):
-            feats = bb(x)
+    x = cache.inputs[index]['inputs']
+    if options.enabled and options.reduces(bb.token_grid(x.shape[-2:])):
+        return bb.forward_from_prefix(cache.state(index, options), options)
+    return bb.forward_tokens(x, options)
+
+
+def det_features(model: nn.Module, cache, index: int, options):
+    """Backbone + neck features of batch ``index`` under ``options``
+    (:func:`backbone_tokens` through the adapters and the neck)."""
+    bb = model.backbone
+    feats = bb.format_outputs(
+        bb.require_full_outputs(backbone_tokens(model, cache, index, options))
+    )
     return model.neck(feats) if model.with_neck else feats
-
-
-def _predict(model: nn.Module, pre: dict, feats) -> List:
-    with features_override(model, feats):
-        return model.predict(pre['inputs'], pre['data_samples'], rescale=True)
 
 
 def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str, float]:
@@ -100,7 +107,7 @@ def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str,
     with torch.no_grad():
         for data in batches:
             metric.process(data, [o.to_dict() for o in model.test_step(data)])
-    return _compute(metric)
+    return summarize_det(metric)
 
 
 def evaluate_det_options(model: nn.Module, cache, metric, options) -> Dict[str, float]:
@@ -109,12 +116,10 @@ def evaluate_det_options(model: nn.Module, cache, metric, options) -> Dict[str, 
     metric.results.clear()
     with torch.no_grad():
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
-            x = pre['inputs']
-            reduces = options.enabled and options.reduces(model.backbone.token_grid(x.shape[-2:]))
-            state = cache.state(j, options) if reduces else None
-            outs = _predict(model, pre, det_features(model, x, options, state))
+            with features_override(model, det_features(model, cache, j, options)):
+                outs = model.predict(pre['inputs'], pre['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
-    return _compute(metric)
+    return summarize_det(metric)
 
 
 def level_cosine(model: nn.Module, cache, options, reference: List[List[Tensor]]) -> List[float]:
@@ -135,13 +140,8 @@ def level_cosine(model: nn.Module, cache, options, reference: List[List[Tensor]]
     sums = torch.zeros(len(bb.out_indices), dtype=torch.float64)
     count = 0
     with torch.no_grad():
-        for j, pre in enumerate(cache.inputs):
-            x = pre['inputs']
-            if options.enabled and options.reduces(bb.token_grid(x.shape[-2:])):
-                maps = bb.output_maps(bb.forward_from_prefix(cache.state(j, options), options))
-            else:
-                with bb.options_override(**options.to_dict()):
-                    maps = bb.output_maps(bb.forward_tokens(x))
+        for j in range(len(cache.inputs)):
+            maps = bb.output_maps(backbone_tokens(model, cache, j, options))
             for i, (m, r) in enumerate(zip(maps, reference[j])):
                 sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
             count += maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]

@@ -9,15 +9,17 @@ sources' sha256, so an up-to-date output is reused.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
 from .dinov2_imgfocus import sha256_file
 
-__all__ = ['load_trained_parts', 'assemble_checkpoint']
+__all__ = ['load_trained_parts', 'assemble_checkpoint', 'assemble_cli']
 
 
 def load_trained_parts(
@@ -113,3 +115,31 @@ def assemble_checkpoint(
     torch.save(ckpt, tmp)
     os.replace(tmp, out_path)
     return out_path
+
+
+def assemble_cli(
+    argv: Optional[Sequence[str]],
+    description: str,
+    assemble: Callable[..., Path],
+    default_parts: Path,
+    default_out: Path,
+    parts_flag: str,
+    parts_help: str,
+) -> int:
+    """The command line shared by the ``tools/*/assemble_checkpoint.py`` scripts:
+    ``[--<parts_flag> PATH] [--out PATH] [--force]``; prints the checkpoint's
+    path, or the error and exits 1."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        f'--{parts_flag}', dest='parts', metavar='PATH', default=str(default_parts), help=parts_help
+    )
+    p.add_argument('--out', default=str(default_out), help='output full checkpoint')
+    p.add_argument('--force', action='store_true', help='rebuild even if the output is up to date')
+    args = p.parse_args(argv)
+    try:
+        path = assemble(args.parts, args.out, args.force)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'[assemble] error: {e}', file=sys.stderr)
+        return 1
+    print(path)
+    return 0

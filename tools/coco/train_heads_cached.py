@@ -139,7 +139,7 @@ def build_schedulers(cfg, optim_wrapper, epoch_length: int):
 
 def validate(model, val_items, val_batches, metric) -> dict:
     """CocoMetric on the cached val maps (``model.predict``, AiluRus off)."""
-    from ailurus_mm.analysis.detection import _compute, features_override
+    from ailurus_mm.analysis.detection import features_override, summarize_det
 
     model.eval()
     metric.results.clear()
@@ -149,7 +149,7 @@ def validate(model, val_items, val_batches, metric) -> dict:
             with features_override(model, feats):
                 outs = model.predict(item['inputs'], item['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
-    res = _compute(metric)
+    res = summarize_det(metric)
     model.train()
     return res
 
