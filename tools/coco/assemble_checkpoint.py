@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Assemble the full mmdet checkpoint of the frozen DINOv2-S/14 Mask R-CNN (COCO person).
+"""Assemble the full mmdet checkpoint of the frozen DINOv2-S/14 Mask R-CNN (class-agnostic COCO).
 
     python tools/coco/assemble_checkpoint.py [--heads PATH] [--out PATH] [--force]
-    python tools/test.py configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-person-640.py \\
-        ~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-person.pth
+    python tools/test.py configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-agnostic-640.py \\
+        ~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-agnostic.pth
 
 Prints the checkpoint's path. The library code is :mod:`ailurus_mm.zoo.coco`.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the adapters, FPN and Mask R-CNN heads on cached frozen DINOv2-S/14 maps.
 
-The ViT of ``configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-person-640.py``
+The ViT of ``configs/coco/mask-rcnn_dinov2-s14-frozen_fpn_coco-tiny-agnostic-640.py``
 is frozen and deterministic, so its four stride-16 output maps (blocks 4, 6,
 8, 12 with the final norm: ``AiluRusCAEViT.output_maps``) are computed once
 per training image, as is and flipped (exact flip augmentation: the image is
@@ -27,9 +27,9 @@ The output holds only the trained tensors (``backbone.fpn*``, ``neck.*``,
 loadable; ``fpn1`` is saved but unused: the FPN starts at stride 8);
 ``tools/coco/assemble_checkpoint.py`` joins them with the converted ViT.
 
-No run has trained the heads far enough to ship them yet
-(``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-person_heads.pth``); the runs
-tried and their AP are in docs/results.md, "Detection on real images".
+The shipped ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth``
+is this script's output with the defaults (the command and its AP, and the
+runs tried before, are in docs/results.md, "Detection on real images").
 
 Usage::
 
