@@ -196,3 +196,18 @@ def test_training_on_cached_maps_equals_training_through_the_backbone(data, skip
             a, b = (sum(v) if isinstance(v, list) else v for v in (direct[k], cached[k]))
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
 
+
+def test_trainer_refuses_more_epochs_than_the_schedule(tmp_path):
+    """The schedule's milestones are the config's: ``--epochs`` beyond
+    ``train_cfg.max_epochs`` would train at the last lr, so it is refused
+    before anything is cached."""
+    cmd = [
+        sys.executable,
+        str(REPO / 'tools' / 'coco' / 'train_heads_cached.py'),
+        '--epochs', '25',
+        '--out', str(tmp_path / 'h.pth'),
+    ]  # fmt: skip
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert '--epochs 25 exceeds the config\'s train_cfg.max_epochs=24' in run.stderr
+    assert not (tmp_path / 'h.pth').exists()

@@ -249,6 +249,25 @@ def test_output_maps_and_token_grid():
         assert all(torch.equal(a, b) for a, b in zip(model.format_outputs(res), model(x)))
 
 
+def test_adapt_from_a_start_level_skips_only_the_levels_below():
+    """``adapt(maps, start)`` (the cached trainer's FPN from stride 8): the
+    levels from ``start`` on are the full adapters' outputs, those below are
+    the maps untouched; a start outside [0, 4] is refused."""
+    _, model = build_pair(dict(cluster_after=1, keep_ratio=0.5))
+    model.eval()
+    with torch.no_grad():
+        maps = model.output_maps(model.forward_tokens(torch.randn(1, 3, 64, 96)))
+        full = model.adapt(maps)
+        for start in (0, 1, 4):
+            part = model.adapt(maps, start)
+            assert all(part[i] is maps[i] for i in range(start))
+            assert all(torch.equal(part[i], full[i]) for i in range(start, 4))
+        assert full[0].shape[-2:] == (16, 24) and full[1].shape[-2:] == (8, 12)
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match=f'start={bad} is not in \\[0, 4\\]'):
+            model.adapt(maps, bad)
+
+
 def test_sincos_table_is_a_buffer_learned_is_a_parameter():
     _, sincos = build_pair()
     _, learned = build_pair(pos_embed_type='learned')

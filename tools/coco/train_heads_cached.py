@@ -145,7 +145,7 @@ def validate(model, val_items, val_batches, metric) -> dict:
     metric.results.clear()
     with torch.no_grad():
         for item, data in zip(val_items, val_batches):
-            feats = model.neck(model.backbone.adapt(item['maps']))
+            feats = model.neck(model.backbone.adapt(item['maps'], model.neck.start_level))
             with features_override(model, feats):
                 outs = model.predict(item['inputs'], item['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
@@ -185,6 +185,14 @@ def train(args: argparse.Namespace) -> Path:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.model.backbone.ailurus = dict(enabled=False)
+    epochs = args.epochs or cfg.train_cfg.max_epochs
+    if epochs > cfg.train_cfg.max_epochs:
+        # the schedule's milestones are the config's: a longer run would sit at its last lr
+        raise ValueError(
+            f'--epochs {epochs} exceeds the config\'s train_cfg.max_epochs='
+            f'{cfg.train_cfg.max_epochs}; lengthen the schedule with --cfg-options '
+            '(train_cfg.max_epochs, param_scheduler) instead'
+        )
     init_default_scope('mmdet')
     model = build_model(cfg, args.seed)
     model.train()
@@ -215,25 +223,27 @@ def train(args: argparse.Namespace) -> Path:
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     scheds = build_schedulers(cfg, optim_wrapper, n)
     rng = random.Random(args.seed)
-    epochs = args.epochs or cfg.train_cfg.max_epochs
     log(f'training {epochs} epochs x {n} images, batch 1, {args.threads} threads')
-    t0, it = time.time(), 0
+    t0, it, run = time.time(), 0, {}
     for epoch in range(epochs):
         order = list(range(n))
         rng.shuffle(order)
         for i in order:
             item = items[rng.random() < 0.5][i]
-            feats = model.neck(bb.adapt(item['maps']))
+            feats = model.neck(bb.adapt(item['maps'], model.neck.start_level))
             with features_override(model, feats):
                 losses = model.loss(item['inputs'], item['data_samples'])
             loss, log_vars = model.parse_losses(losses)
             optim_wrapper.update_params(loss)
+            for k, v in log_vars.items():  # logged as means over the interval
+                run[k] = run.get(k, 0.0) + float(v.detach())
             for s in scheds:
                 s.step()
             it += 1
             if it % args.log_interval == 0:
                 lr = optim_wrapper.get_lr()['lr'][0]
-                parts = ', '.join(f'{k} {v.item():.3f}' for k, v in log_vars.items())
+                parts = ', '.join(f'{k} {v / args.log_interval:.3f}' for k, v in run.items())
+                run.clear()
                 speed = (time.time() - t0) / it
                 log(f'ep {epoch + 1} it {it} lr {lr:.2e} {parts} ({speed:.2f} s/it)')
         if (epoch + 1) % args.val_interval == 0 or epoch + 1 == epochs:
