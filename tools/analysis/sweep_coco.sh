@@ -16,9 +16,11 @@ for k in 0.5 0.25; do
   V+=(--variant "adjacent softres L4 k$k:cluster_after=4,keep_ratio=$k,reconstruct=soft_residual,soft_temperature=0.1")
   V+=(--variant "random softres L4 k$k:cluster_after=4,keep_ratio=$k,method=random,reconstruct=soft_residual,soft_temperature=0.1")
 done
+# 2x2 pooling's budget is its block grid: keep 0.25 only (keep 0.5 would round to 1x1 blocks)
+V+=(--variant "pool L4 k0.25:cluster_after=4,keep_ratio=0.25,method=pool")
 for k in 0.4 0.2; do
   V+=(--variant "tome_layers L0 k$k:cluster_after=0,keep_ratio=$k,method=tome_layers")
 done
 "$PY" tools/analysis/sweep.py configs/ailurus/mask-rcnn_dinov2-s14_coco-tiny-agnostic.py "$CK" \
-  --cluster-after 4 --keep 0.5 0.25 --methods adjacent random tome pool "${V[@]}" \
+  --cluster-after 4 --keep 0.5 0.25 --methods adjacent random tome "${V[@]}" \
   --time-images 4 --repeats 5 --out-dir work_dirs/sweep_coco "$@"

@@ -27,9 +27,9 @@ The output holds only the trained tensors (``backbone.fpn*``, ``neck.*``,
 loadable; ``fpn1`` is saved but unused: the FPN starts at stride 8);
 ``tools/coco/assemble_checkpoint.py`` joins them with the converted ViT.
 
-The shipped ``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth``
-is this script's output with the defaults (the command and its AP, and the
-runs tried before, are in docs/results.md, "Detection on real images").
+``checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth`` is to be
+this script's output with the defaults; no run has reached a measurable AP
+yet (the runs tried and their AP: docs/results.md, "Detection on real images").
 
 Usage::
 
