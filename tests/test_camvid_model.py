@@ -169,3 +169,40 @@ def test_ailurus_config_runs_and_stays_accurate(
     )
     print(f'AiluRus pixel accuracy {acc:.4f}, agreement with reference {agree:.4f}')
     assert acc > MIN_AILURUS_ACC, f'AiluRus pixel accuracy {acc:.4f}'
+
+
+# -- the second real model: the mask-transformer head ---------------------------
+
+
+def test_mask_head_artefact_is_plain_tensors() -> None:
+    from ailurus_mm.zoo.camvid import MASK_HEAD
+
+    head = torch.load(MASK_HEAD, map_location='cpu', weights_only=True)
+    assert head and all(k.startswith('decode_head.') for k in head)
+    assert any('mask_norm' in k for k in head)  # the Segmenter mask transformer
+    assert sum(v.numel() * v.element_size() for v in head.values()) < 20e6
+
+
+def test_mask_head_model_and_its_ailurus_config(camvid_mask_checkpoint, batch, reference) -> None:
+    """Loads strictly into both mask-head configs; the reference is accurate,
+    disabled AiluRus is it bit for bit, the AiluRus config merges and stays
+    accurate."""
+    from ailurus_mm.zoo.camvid import MASK_CAMVID_CONFIG, MASK_REFERENCE_CONFIG
+
+    ref = _run(_model(_cfg(MASK_REFERENCE_CONFIG), camvid_mask_checkpoint), batch)
+    acc = _pixel_acc(ref)
+    print(f'mask head pixel accuracy on {NUM_IMAGES} val images: {acc:.4f}')
+    assert acc > MIN_REF_ACC, f'mask head pixel accuracy {acc:.4f}'
+    # a different model from the linear head, not a copy of it
+    assert not torch.equal(ref[0].seg_logits.data, reference[0].seg_logits.data)
+    off_cfg = _cfg(MASK_CAMVID_CONFIG, ailurus=dict(enabled=False))
+    off = _run(_model(off_cfg, camvid_mask_checkpoint), batch)
+    assert all(torch.equal(r.seg_logits.data, o.seg_logits.data) for r, o in zip(ref, off))
+    cfg = _cfg(MASK_CAMVID_CONFIG)
+    assert cfg.model.backbone.ailurus == _cfg(AILURUS_CONFIG).model.backbone.ailurus
+    model = _model(cfg, camvid_mask_checkpoint)
+    out = _run(model, batch)
+    assert model.backbone.last_assignment is not None
+    assert not torch.equal(out[0].seg_logits.data, ref[0].seg_logits.data)
+    acc = _pixel_acc(out)
+    assert acc > MIN_AILURUS_ACC, f'AiluRus mask head pixel accuracy {acc:.4f}'
