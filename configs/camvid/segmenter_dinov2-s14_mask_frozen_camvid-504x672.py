@@ -13,16 +13,18 @@
 #     which writes ~/.cache/ailurus_mm/dinov2_vits14_imgfocus_mmseg.pth
 #     (init_cfg below; only used when training from scratch).
 #   * head: trained on cached backbone features by
-#     tools/camvid/train_head_cached.py --head mask (see its docstring). The
-#     shipped head checkpoints/segmenter_dinov2-s14_camvid_head.pth is NOT
-#     this mask head but the Segmenter-Linear head of
-#     ./segmenter_dinov2-s14_linear_frozen_camvid-504x672.py, which is the
-#     reference of the AiluRus configs (it measured better on val within the
-#     CPU training budget). Full checkpoint for testing:
-#       python tools/camvid/assemble_checkpoint.py
-#     prints ~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth, then
-#       python tools/test.py configs/camvid/segmenter_dinov2-s14_linear_frozen_camvid-504x672.py \
-#           ~/.cache/ailurus_mm/segmenter_dinov2-s14_camvid.pth
+#     tools/camvid/train_head_cached.py --head mask (exact command in its
+#     docstring) and shipped as checkpoints/segmenter_dinov2-s14_mask_camvid_head.pth
+#     (the second real model; the first, the reference of the
+#     configs/ailurus/segmenter_dinov2-s14_camvid.py alias, is the Segmenter-Linear
+#     head of ./segmenter_dinov2-s14_linear_frozen_camvid-504x672.py). Full checkpoint:
+#       python tools/camvid/assemble_checkpoint.py \
+#           --head checkpoints/segmenter_dinov2-s14_mask_camvid_head.pth \
+#           --out ~/.cache/ailurus_mm/segmenter_dinov2-s14_mask_camvid.pth
+#     then
+#       python tools/test.py configs/camvid/segmenter_dinov2-s14_mask_frozen_camvid-504x672.py \
+#           ~/.cache/ailurus_mm/segmenter_dinov2-s14_mask_camvid.pth
+#     AiluRus on it: ../ailurus/segmenter-ailurus_dinov2-s14_mask_camvid-504x672.py.
 #
 # Training with the stock tools (tools/train.py with this config) also works
 # (the backbone is frozen by frozen_exclude=[]), but runs the backbone every
