@@ -137,6 +137,12 @@ def build_schedulers(cfg, optim_wrapper, epoch_length: int):
     return scheds
 
 
+def neck_features(model, maps):
+    """What the heads read from the cached maps: the adapters from the neck's
+    ``start_level`` on (the levels below are never read), then the neck."""
+    return model.neck(model.backbone.adapt(maps, model.neck.start_level))
+
+
 def validate(model, val_items, val_batches, metric) -> dict:
     """CocoMetric on the cached val maps (``model.predict``, AiluRus off)."""
     from ailurus_mm.analysis.detection import features_override, summarize_det
@@ -145,7 +151,7 @@ def validate(model, val_items, val_batches, metric) -> dict:
     metric.results.clear()
     with torch.no_grad():
         for item, data in zip(val_items, val_batches):
-            feats = model.neck(model.backbone.adapt(item['maps'], model.neck.start_level))
+            feats = neck_features(model, item['maps'])
             with features_override(model, feats):
                 outs = model.predict(item['inputs'], item['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
@@ -216,7 +222,6 @@ def train(args: argparse.Namespace) -> Path:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save((items, val_items), cache)
-    bb = model.backbone
     metric = build_det_metric(cfg, meta)
 
     n = len(items[0])
@@ -230,7 +235,7 @@ def train(args: argparse.Namespace) -> Path:
         rng.shuffle(order)
         for i in order:
             item = items[rng.random() < 0.5][i]
-            feats = model.neck(bb.adapt(item['maps'], model.neck.start_level))
+            feats = neck_features(model, item['maps'])
             with features_override(model, feats):
                 losses = model.loss(item['inputs'], item['data_samples'])
             loss, log_vars = model.parse_losses(losses)
