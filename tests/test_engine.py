@@ -376,3 +376,132 @@ def test_refine_with_hard_unfold_is_the_merged_run():
         c = m.forward_tokens(x, m.options.replace(refine_layers=1, reconstruct='soft_residual'))
     assert torch.allclose(a.outs[-1], b.outs[-1], atol=1e-4)
     assert not torch.allclose(a.outs[-1], c.outs[-1], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------
+# the second clustering stage
+
+
+def _block_mean(t: torch.Tensor, hw, s: int) -> torch.Tensor:
+    """``[B, H*W, C]`` -> ``[B, (H/s)*(W/s), C]``: means of ``s x s`` blocks."""
+    b, _, c = t.shape
+    g = t.transpose(1, 2).reshape(b, c, hw[0], hw[1])
+    return F.avg_pool2d(g, s).flatten(2).transpose(1, 2)
+
+
+def _block_copy(t: torch.Tensor, hw, s: int) -> torch.Tensor:
+    """The inverse layout: every cell copies its ``s x s`` block's token."""
+    b, _, c = t.shape
+    g = t.transpose(1, 2).reshape(b, c, hw[0] // s, hw[1] // s)
+    return g.repeat_interleave(s, 2).repeat_interleave(s, 3).flatten(2).transpose(1, 2)
+
+
+def test_second_stage_of_nested_pooling_is_the_manual_composition():
+    """2x2 pooling after layer 1, then 4x4 blocks of the reconstructed grid
+    after layer 2: written out by hand (block means, log-size bias, block
+    copies), the engine's numbers."""
+    hw, c, p = (8, 12), 16, 1
+    x = torch.randn(2, p + 96, c, generator=torch.Generator().manual_seed(11))
+    eng = ReductionEngine(_toy_layer, num_layers=4, num_prefix_tokens=p, out_indices=(1, 3))
+    opts = AiluRusOptions.from_dict(
+        dict(cluster_after=1, keep_ratio=0.25, method='pool', second_after=2,
+             second_keep_ratio=1 / 16), 4,
+    )  # fmt: skip
+    res = eng(x, hw, opts)
+
+    def bias(size, m):
+        return torch.cat([torch.zeros(2, p), torch.full((2, m), float(size)).log()], 1)[:, None, None]
+
+    y = _toy_layer(0, x, None, True)
+    y = torch.cat([y[:, :p], _block_mean(y[:, p:], hw, 2)], 1)
+    y = _toy_layer(1, y, bias(4, 24), True)
+    out1 = torch.cat([y[:, :p], _block_copy(y[:, p:], hw, 2)], 1)
+    y = torch.cat([y[:, :p], _block_mean(out1[:, p:], hw, 4)], 1)
+    for i in (2, 3):
+        y = _toy_layer(i, y, bias(16, 6), True)
+    out3 = torch.cat([y[:, :p], _block_copy(y[:, p:], hw, 4)], 1)
+    assert torch.allclose(res.outs[0], out1, atol=1e-5)
+    assert torch.allclose(res.outs[1], out3, atol=1e-5)
+    assert res.assignment.num_clusters == 6  # the second stage's grouping
+
+
+@pytest.mark.parametrize('hw', [(8, 12), (9, 9)])
+@pytest.mark.parametrize('method', ['adjacent', 'random'])
+@pytest.mark.parametrize('reconstruct', ['hard', 'soft_residual'])
+def test_second_stage_token_counts_and_outputs(hw, method, reconstruct):
+    seen = []
+
+    def layer(i, x, bias, fused):
+        seen.append(x.shape[1])
+        return _toy_layer(i, x, bias, fused)
+
+    n = hw[0] * hw[1]
+    x = torch.randn(2, 1 + n, 16, generator=torch.Generator().manual_seed(12))
+    eng = ReductionEngine(layer, num_layers=6, num_prefix_tokens=1, out_indices=(2, 5))
+    opts = AiluRusOptions.from_dict(
+        dict(cluster_after=1, keep_ratio=0.6, second_after=3, second_keep_ratio=0.3,
+             method=method, reconstruct=reconstruct), 6,
+    )  # fmt: skip
+    res = eng(x, hw, opts)
+    m1, m2 = opts.num_kept(hw), opts.num_kept_second(hw)
+    assert m2 < m1 < n
+    assert seen == opts.token_counts(hw, 1) == [1 + n] + [1 + m1] * 2 + [1 + m2] * 3
+    assert [tuple(o.shape) for o in res.outs] == [(2, 1 + n, 16)] * 2
+    assert res.assignment.num_clusters == m2
+    assert bool((res.assignment.sizes.sum(1) == n).all())
+    # the first stage's output (layer 2) is the one-stage run's; the last is not
+    one = eng(x, hw, opts.replace(second_after=None, second_keep_ratio=None))
+    assert torch.equal(res.outs[0], one.outs[0])
+    assert not torch.allclose(res.outs[1], one.outs[1])
+    again = eng(x, hw, opts)
+    assert all(torch.equal(a, b) for a, b in zip(res.outs, again.outs))
+
+
+def test_second_stage_in_the_backbone_prefix_cache_and_logits_level():
+    m = build(dict(cluster_after=1, keep_ratio=0.5, second_after=2, second_keep_ratio=0.25))
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        direct = m.forward_tokens(x)
+        cached = m.forward_from_prefix(m.forward_prefix(x), m.options)
+        merged = m.forward_tokens(x, m.options.replace(reconstruct_level='logits'))
+    assert all(torch.equal(a, b) for a, b in zip(direct.outs, cached.outs))
+    assert m.token_counts((8, 12)) == [1 + 96, 1 + 48, 1 + 24, 1 + 24]
+    # logits level: the last output stays as the second stage's 24 tokens; the
+    # first stage's (layer 1) is reconstructed, as one unfold serves the merged ones
+    assert merged.num_merged == 1 and merged.outs[-1].shape[1] == 1 + 24
+    assert merged.outs[1].shape[1] == 1 + 96 and torch.equal(merged.outs[1], direct.outs[1])
+    assert merged.unfold(merged.outs[-1][:, 1:]).shape == (2, 96, 48)
+
+
+@pytest.mark.parametrize(
+    'over, match',
+    [
+        (dict(second_after=3), 'second_after and second_keep_ratio go together'),
+        (dict(second_keep_ratio=0.1), 'second_after and second_keep_ratio go together'),
+        (dict(cluster_after=1, second_after=1, second_keep_ratio=0.1),
+         r'ailurus.second_after=1 .*\[2, 3\]'),
+        (dict(second_after=4, second_keep_ratio=0.1), r'ailurus.second_after=4 .*\[3, 3\]'),
+        (dict(cluster_after=1, second_after=3, second_keep_ratio=0.1, refine_layers=1),
+         r'ailurus.second_after=3 .*\[2, 2\]'),
+        (dict(second_after=3, second_keep_ratio=0.0), r'second_keep_ratio=0.0 .*\(0, 1\]'),
+        (dict(keep_ratio=0.4, second_after=3, second_keep_ratio=0.4),
+         r'second_keep_ratio=0.4 .*\(0, keep_ratio=0.4\)'),
+        (dict(second_after=3.0, second_keep_ratio=0.1), 'ailurus.second_after=3.0'),
+        (dict(cluster_after=0, method='tome_layers', second_after=3, second_keep_ratio=0.1),
+         "method='tome_layers' merges before every layer"),
+    ],
+)  # fmt: skip
+def test_invalid_second_stage_options(over, match):
+    with pytest.raises(ValueError, match=match):
+        AiluRusOptions.from_dict(over, 4)
+
+
+def test_second_stage_must_be_coarser_on_the_grid():
+    # with a fixed num_clusters the comparison needs the grid
+    o = AiluRusOptions.from_dict(
+        dict(keep_ratio=None, num_clusters=10, second_after=3, second_keep_ratio=0.7), 4
+    )
+    with pytest.raises(ValueError, match=r'second_keep_ratio=0.7 keeps 11 of the 16 .*first stage\'s 10'):
+        o.num_kept_second((4, 4))
+    with pytest.raises(ValueError, match='second_after is not set'):
+        AiluRusOptions.from_dict({}, 4).num_kept_second((4, 4))

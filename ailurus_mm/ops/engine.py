@@ -7,7 +7,9 @@ optional additive key bias; :class:`ReductionEngine` does the rest:
 1. layers ``0 .. L-1`` on every token (``L = cluster_after``);
 2. cluster the patch tokens of layer ``L``'s input (prefix tokens, i.e. class
    and register tokens, are counted once and never merged), merge them;
-3. layers ``L ..`` on ``prefix + M`` tokens with the ``log(size)`` key bias;
+3. layers ``L ..`` on ``prefix + M`` tokens with the ``log(size)`` key bias
+   (with ``second_after``: from that layer on, the tokens are reconstructed
+   to the grid, clustered again to ``M2 < M`` and merged);
 4. every requested output unfolded back to ``prefix + N`` tokens.
 
 Step 1 does not depend on the reduction setting, so it is exposed on its own
@@ -73,7 +75,8 @@ class ReductionOutput:
         outs (list[Tensor]): every requested output as a full-resolution
             ``[B, P + N, C]`` sequence (prefix tokens first), in order.
         assignment (ClusterAssignment | None): the clustering used, None when
-            nothing was merged.
+            nothing was merged (with a second stage: the second stage's, which
+            the last layers and the outputs after it use).
         hw (tuple[int, int]): the patch grid.
         num_prefix_tokens (int): P.
         num_merged (int): with ``reconstruct_level='logits'``, how many of the
@@ -189,14 +192,7 @@ class ReductionEngine:
         if options.method in SCHEDULE_METHODS and options.reduces(hw) and assignment is None:
             return self._run_layerwise(state, options, fused)
         if assignment is None and options.reduces(hw):
-            feats = x
-            if options.distance == 'keys':
-                if self.layer_keys is None:
-                    raise ValueError(
-                        "ailurus.distance='keys' needs a backbone that gives layer_keys"
-                    )
-                feats = self.layer_keys(options.cluster_after, x)
-            assignment = reduce_tokens(feats[:, p:], hw, options.budget, **options.cluster_kwargs())
+            assignment = self._reduce(x, hw, options, options.cluster_after, options.budget)
         if assignment is not None:
             self._check_assignment(assignment, x, hw)
             if assignment.num_clusters == assignment.num_tokens:
@@ -215,10 +211,26 @@ class ReductionEngine:
         for i in range(state.stop, self.num_layers):
             if rec is not None and i == refine_from:
                 x, bias, rec = rec.full(x, p), None, None  # the rest at full resolution
+            if rec is not None and i == options.second_after:
+                # the second stage clusters the reconstructed grid, so it sees the same
+                # kind of input as the first and needs no grid of its own for clusters
+                tokens = rec.full(x, p)
+                second = self._reduce(tokens, hw, options, i, options.num_kept_second(hw))
+                self._check_assignment(second, tokens, hw)
+                merged = merge_tokens(tokens[:, p:], second, mode=options.merge)
+                rec = _Reconstruction(options, second, tokens[:, p:], merged)
+                x, assignment = torch.cat([x[:, :p], merged], 1), second
+                if options.size_aware:
+                    bias = size_attn_bias(second.sizes, p, dtype=x.dtype)
             x = self.run_layer(i, x, bias, fused)
             if i in self.out_indices:
-                out = x if rec is None or keep_merged else rec.full(x, p)
-                num_merged += int(rec is not None and keep_merged)
+                # merged outputs share one unfold (the last stage's): the first stage's
+                # outputs are reconstructed here when a second stage follows
+                merged_out = keep_merged and (
+                    options.second_after is None or i >= options.second_after
+                )
+                out = x if rec is None or merged_out else rec.full(x, p)
+                num_merged += int(rec is not None and merged_out)
                 outs.append(out if self.after_layer is None else self.after_layer(i, out))
             if self.after_layer is not None:
                 x = self.after_layer(i, x)
@@ -284,6 +296,18 @@ class ReductionEngine:
             num_merged=num_merged,
             unfold=unfold if num_merged else None,
         )
+
+    def _reduce(
+        self, x: Tensor, hw: Tuple[int, int], options: AiluRusOptions, layer: int, budget
+    ) -> ClusterAssignment:
+        """Cluster the patch tokens of ``x`` (the input of ``layer``)."""
+        feats = x
+        if options.distance == 'keys':
+            if self.layer_keys is None:
+                raise ValueError("ailurus.distance='keys' needs a backbone that gives layer_keys")
+            feats = self.layer_keys(layer, x)
+        p = self.num_prefix_tokens
+        return reduce_tokens(feats[:, p:], hw, budget, **options.cluster_kwargs())
 
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
         if not isinstance(a, ClusterAssignment):

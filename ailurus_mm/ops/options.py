@@ -115,6 +115,17 @@ class AiluRusOptions:
         distance (str): ``'features'`` (default) clusters the tokens
             themselves; ``'keys'`` clusters the attention keys of the first
             layer that runs on the merged tokens (ToMe's choice).
+        second_after (int | None): a second, coarser clustering stage before
+            layer ``second_after`` (0-based, the same count as
+            ``cluster_after``): the merged tokens are reconstructed to the
+            grid (``reconstruct``), clustered again (same ``method`` and
+            options) down to ``second_keep_ratio`` and merged; the outputs
+            after it are reconstructed from the second stage. In
+            ``[cluster_after + 1, num_layers - refine_layers - 1]``. Default:
+            None (one stage). Not with ``'tome_layers'`` (already gradual).
+        second_keep_ratio (float | None): the second stage's M / N (of all
+            N patch tokens), in ``(0, keep_ratio)``; set with
+            ``second_after``.
         num_layers (int | None): the backbone's depth, for the range of
             ``cluster_after`` (not an option: set by :meth:`from_dict`).
     """
@@ -139,6 +150,8 @@ class AiluRusOptions:
     refine_layers: int = 0
     reconstruct_level: str = 'features'
     distance: str = 'features'
+    second_after: Optional[int] = None
+    second_keep_ratio: Optional[float] = None
     num_layers: Optional[int] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -277,6 +290,7 @@ class AiluRusOptions:
                 f'refine_layers 0, got reconstruct={self.reconstruct!r}, '
                 f'refine_layers={self.refine_layers}'
             )
+        self._validate_second_stage()
         check_choice('ailurus.merge', self.merge, MERGE_MODES)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f'ailurus.seed={self.seed!r} must be an int')
@@ -292,6 +306,39 @@ class AiluRusOptions:
             self.link_to,
             prefix='ailurus.',
         )
+
+    def _validate_second_stage(self) -> None:
+        if (self.second_after is None) != (self.second_keep_ratio is None):
+            raise ValueError(
+                'ailurus: second_after and second_keep_ratio go together (the second '
+                f'clustering stage), got second_after={self.second_after!r}, '
+                f'second_keep_ratio={self.second_keep_ratio!r}'
+            )
+        if self.second_after is None:
+            return
+        if self.method in SCHEDULE_METHODS:
+            raise ValueError(
+                f'ailurus.second_after={self.second_after!r}: method={self.method!r} merges '
+                'before every layer already; a second stage needs a one-shot method'
+            )
+        high = None
+        if self.num_layers is not None:
+            high = self.num_layers - self.refine_layers - 1
+        check_int(
+            'ailurus.second_after',
+            self.second_after,
+            self.cluster_after + 1,
+            high,
+            hint='after the first stage, before the refine layers; at least one layer runs '
+            'on its tokens',
+        )
+        ratio = check_ratio('ailurus.second_keep_ratio', self.second_keep_ratio)
+        if self.keep_ratio is not None and not ratio < self.keep_ratio:
+            raise ValueError(
+                f'ailurus.second_keep_ratio={ratio!r} is outside the allowed range (0, '
+                f'keep_ratio={self.keep_ratio!r}): the second stage is coarser'
+            )
+        object.__setattr__(self, 'second_keep_ratio', ratio)
 
     # ------------------------------------------------------------------
     # what the options mean for a given grid
@@ -370,7 +417,32 @@ class AiluRusOptions:
             return [num_prefix_tokens + c for c in counts]
         m = self.num_kept(hw) if self.reduces(hw) else n
         merged_until = self.num_layers - self.refine_layers
-        return [
-            num_prefix_tokens + (m if self.cluster_after <= i < merged_until else n)
-            for i in range(self.num_layers)
-        ]
+        counts = [m if self.cluster_after <= i < merged_until else n for i in range(self.num_layers)]
+        if self.second_after is not None and m < n:
+            m2 = self.num_kept_second(hw)
+            counts[self.second_after : merged_until] = [m2] * (merged_until - self.second_after)
+        return [num_prefix_tokens + c for c in counts]
+
+    def num_kept_second(self, hw: Sequence[int]) -> int:
+        """Patch tokens after the second stage (``second_keep_ratio`` of the
+        grid; ``pool`` rounds to its block grid).
+
+        Raises:
+            ValueError: when there is no second stage, or it would not be
+                coarser than the first on this grid.
+        """
+        if self.second_after is None:
+            raise ValueError('num_kept_second: ailurus.second_after is not set')
+        h, w = int(hw[0]), int(hw[1])
+        n = h * w
+        if self.method == 'pool':
+            m2 = pool_num_groups((h, w), pool_stride(self.second_keep_ratio, n))
+        else:
+            m2 = resolve_num_clusters(self.second_keep_ratio, n)
+        m1 = self.num_kept(hw)
+        if not m2 < m1:
+            raise ValueError(
+                f'ailurus.second_keep_ratio={self.second_keep_ratio} keeps {m2} of the {n} '
+                f'tokens of a {h}x{w} grid, not fewer than the first stage\'s {m1}'
+            )
+        return m2
