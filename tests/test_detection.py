@@ -715,3 +715,49 @@ def test_sweep_tool_on_a_detector(coco_gen, tiny_ckpt, tmp_path):
     assert rows['tome_layers']['cos_out1'] < 0.9999  # merges from layer 0
     assert rows['adjacent L1 k0.5']['tokens'] < rows['reference']['tokens']
     assert all((out_dir / f).is_file() for f in ('sweep.md', 'sweep.csv', 'sweep.png'))
+
+
+# ----------------------------------------------------------------------------
+# agreement with the reference detector (the detection sweep's fidelity AP)
+
+
+def _instances(boxes, scores, masks):
+    from mmengine.structures import InstanceData
+
+    inst = InstanceData()
+    inst.bboxes = torch.tensor(boxes, dtype=torch.float32)
+    inst.scores = torch.tensor(scores)
+    inst.labels = torch.zeros(len(boxes), dtype=torch.long)
+    inst.masks = masks
+    return inst
+
+
+def _box_masks(boxes, shape):
+    m = torch.zeros(len(boxes), *shape, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        m[i, y0:y1, x0:x1] = True
+    return m
+
+
+def test_agreement_ap_is_100_against_itself_and_separates_boxes_from_masks():
+    from ailurus_mm.analysis.detection import agreement_ap
+
+    shape = (48, 64)
+    boxes = [[2, 3, 30, 40], [35, 5, 60, 20], [40, 25, 62, 46]]
+    ref = _instances(boxes, [0.9, 0.8, 0.2], _box_masks(boxes, shape))  # 0.2: not ground truth
+    meta = dict(classes=('object',))
+    same = agreement_ap([ref, ref], [ref, ref], [shape, shape], meta)
+    assert same == pytest.approx({'agree_bbox_mAP': 100.0, 'agree_segm_mAP': 100.0})
+    # same boxes, masks emptied in their top halves: box agreement stays, mask agreement drops
+    holed = _box_masks(boxes, shape)
+    holed[:, :24] = False
+    masks_only = _instances(boxes, [0.9, 0.8, 0.2], holed)
+    got = agreement_ap([ref], [masks_only], [shape], meta)
+    assert got['agree_bbox_mAP'] == pytest.approx(100.0)
+    assert got['agree_segm_mAP'] < 50.0
+    # one of the two ground-truth boxes missed: both drop
+    missed = _instances(boxes[1:], [0.8, 0.2], _box_masks(boxes[1:], shape))
+    got = agreement_ap([ref], [missed], [shape], meta)
+    assert got['agree_bbox_mAP'] < 60.0 and got['agree_segm_mAP'] < 60.0
+    with pytest.raises(ValueError, match='1 reference, 2 predicted and 1 image shapes'):
+        agreement_ap([ref], [ref, ref], [shape], meta)

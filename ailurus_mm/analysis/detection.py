@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from .models import quiet_logs
 
 __all__ = [
+    'AGREEMENT_METRICS',
     'DET_METRICS',
+    'agreement_ap',
     'features_override',
     'backbone_tokens',
     'build_det_metric',
@@ -45,6 +47,11 @@ DET_METRICS = (
     'segm_mAP_m',
     'segm_mAP_l',
 )
+
+
+#: the agreement keys (:func:`agreement_ap`): box and mask AP against the
+#: reference model's own detections
+AGREEMENT_METRICS = ('agree_bbox_mAP', 'agree_segm_mAP')
 
 
 @contextlib.contextmanager
@@ -110,16 +117,88 @@ def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str,
     return summarize_det(metric)
 
 
-def evaluate_det_options(model: nn.Module, cache, metric, options) -> Dict[str, float]:
+def evaluate_det_options(
+    model: nn.Module, cache, metric, options, predictions: Optional[list] = None
+) -> Dict[str, float]:
     """:func:`evaluate_det` for ``options``, reusing the cache's prefixes
-    (same numbers as ``model.test_step`` with those options: tested)."""
+    (same numbers as ``model.test_step`` with those options: tested).
+
+    Args:
+        predictions (list, optional): receives every image's ``pred_instances``
+            (for :func:`agreement_ap`).
+    """
     metric.results.clear()
     with torch.no_grad():
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
             with features_override(model, det_features(model, cache, j, options)):
                 outs = model.predict(pre['inputs'], pre['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
+            if predictions is not None:
+                predictions.extend(o.pred_instances for o in outs)
     return summarize_det(metric)
+
+
+def _as_instances(pred, score_thr: float) -> List[dict]:
+    """Detections above ``score_thr`` as ``CocoMetric`` ground truth
+    (``bbox`` xyxy, ``bbox_label``, ``mask`` as RLE)."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    keep = pred.scores >= score_thr
+    boxes, labels = pred.bboxes[keep], pred.labels[keep]
+    masks = pred.masks[keep] if 'masks' in pred else None
+    out = []
+    for i in range(len(boxes)):
+        inst = dict(bbox=boxes[i].tolist(), bbox_label=int(labels[i]), ignore_flag=0)
+        if masks is not None:
+            inst['mask'] = mask_util.encode(np.asfortranarray(masks[i].numpy().astype(np.uint8)))
+        out.append(inst)
+    return out
+
+
+def agreement_ap(
+    reference: Sequence, predictions: Sequence, shapes: Sequence, dataset_meta: dict,
+    score_thr: float = 0.3,
+) -> Dict[str, float]:  # fmt: skip
+    """Box and mask AP of ``predictions`` against the reference model's own
+    detections with score >= ``score_thr`` taken as ground truth (COCO's
+    evaluation through mmdet's ``CocoMetric`` without an annotation file).
+
+    A measure of how much a setting changes the detector's output, whatever
+    the detector's own accuracy: the reference scores ~100 against itself.
+
+    Args:
+        reference (Sequence[InstanceData]): per image, the reference
+            ``pred_instances`` (boxes, scores, labels, masks at image size).
+        predictions (Sequence[InstanceData]): per image, the setting's.
+        shapes (Sequence[tuple]): per image, ``ori_shape`` ``(H, W)``.
+        dataset_meta (dict): the dataset's ``classes``.
+        score_thr (float): reference detections kept as ground truth.
+
+    Returns:
+        dict: :data:`AGREEMENT_METRICS` in percent.
+    """
+    from mmdet.evaluation import CocoMetric
+
+    if not len(reference) == len(predictions) == len(shapes):
+        raise ValueError(
+            f'{len(reference)} reference, {len(predictions)} predicted and {len(shapes)} '
+            'image shapes: one each per image'
+        )
+    metric = CocoMetric(ann_file=None, metric=['bbox', 'segm'])
+    metric.dataset_meta = dataset_meta
+    for i, (ref, pred, shape) in enumerate(zip(reference, predictions, shapes)):
+        sample = dict(
+            img_id=i,
+            ori_shape=tuple(shape),
+            instances=_as_instances(ref, score_thr),
+            pred_instances=dict(
+                bboxes=pred.bboxes, scores=pred.scores, labels=pred.labels, masks=pred.masks
+            ),
+        )
+        metric.process({}, [sample])
+    res = summarize_det(metric)
+    return {'agree_bbox_mAP': res['bbox_mAP'], 'agree_segm_mAP': res['segm_mAP']}
 
 
 def level_cosine(model: nn.Module, cache, options, reference: List[List[Tensor]]) -> List[float]:

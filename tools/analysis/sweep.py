@@ -343,7 +343,7 @@ class DetTask:
     similarity of every backbone output to the stock model's."""
 
     primary = ('bbox_mAP', 'segm_mAP')
-    secondary = ('bbox_mAP_50', 'segm_mAP_50')
+    secondary = ('bbox_mAP_50', 'segm_mAP_50', 'agree_bbox_mAP', 'agree_segm_mAP')
 
     def __init__(self, cfg, model, meta):
         from ailurus_mm.analysis.detection import build_det_metric
@@ -351,28 +351,38 @@ class DetTask:
         self.model = model
         self.metric = build_det_metric(cfg, meta)
         self.reference = None
+        self.ref_predictions = None  # the first row's (the reference's) detections
         self.levels = [f'cos_out{i + 1}' for i in model.backbone.out_indices]
         self.meta = dict(classes=list(meta['classes']))
+        self.dataset_meta = meta
 
     def evaluate(self, cache, batches, opts) -> dict:
         from ailurus_mm.analysis.detection import (
             DET_METRICS,
+            agreement_ap,
             evaluate_det,
             evaluate_det_options,
             level_cosine,
         )
 
-        if cache is None:
-            return evaluate_det(self.model, batches, self.metric)
+        if cache is None:  # no prefix cache: no per-image predictions kept either
+            res = evaluate_det(self.model, batches, self.metric)
+            return dict(res, agree_bbox_mAP=float('nan'), agree_segm_mAP=float('nan'))
         bb = self.model.backbone
         if self.reference is None:  # the stock backbone's maps, once
             with torch.no_grad(), bb.options_override(enabled=False):
                 self.reference = [
                     bb.output_maps(bb.forward_tokens(p['inputs'])) for p in cache.inputs
                 ]
-        res = evaluate_det_options(self.model, cache, self.metric, opts)
+        preds = []
+        res = evaluate_det_options(self.model, cache, self.metric, opts, preds)
         row = {k: res.get(k, float('nan')) for k in DET_METRICS}
         row.update(zip(self.levels, level_cosine(self.model, cache, opts, self.reference)))
+        if self.ref_predictions is None:  # rows[0] is the reference (AiluRus off)
+            self.ref_predictions = preds
+        # how much the setting changes the detector's output, whatever its accuracy
+        shapes = [s.ori_shape for b in cache.batches for s in b['data_samples']]
+        row.update(agreement_ap(self.ref_predictions, preds, shapes, self.dataset_meta))
         return row
 
     def detail_columns(self, csv=False):
