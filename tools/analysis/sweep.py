@@ -362,7 +362,6 @@ class DetTask:
             agreement_ap,
             evaluate_det,
             evaluate_det_options,
-            level_cosine,
         )
 
         if cache is None:  # no prefix cache: no per-image predictions kept either
@@ -375,9 +374,9 @@ class DetTask:
                     bb.output_maps(bb.forward_tokens(p['inputs'])) for p in cache.inputs
                 ]
         preds = []
-        res = evaluate_det_options(self.model, cache, self.metric, opts, preds)
+        res = evaluate_det_options(self.model, cache, self.metric, opts, preds, self.reference)
         row = {k: res.get(k, float('nan')) for k in DET_METRICS}
-        row.update(zip(self.levels, level_cosine(self.model, cache, opts, self.reference)))
+        row.update((k, res[k]) for k in self.levels)  # one backbone pass for both
         if self.ref_predictions is None:  # rows[0] is the reference (AiluRus off)
             self.ref_predictions = preds
         # how much the setting changes the detector's output, whatever its accuracy
