@@ -100,11 +100,21 @@ def backbone_tokens(model: nn.Module, cache, index: int, options):
 def det_features(model: nn.Module, cache, index: int, options):
     """Backbone + neck features of batch ``index`` under ``options``
     (:func:`backbone_tokens` through the adapters and the neck)."""
+    return _neck_features(model, backbone_tokens(model, cache, index, options))
+
+
+def _neck_features(model: nn.Module, res):
+    """A backbone :class:`~ailurus_mm.ops.ReductionOutput` through the adapters and the neck."""
     bb = model.backbone
-    feats = bb.format_outputs(
-        bb.require_full_outputs(backbone_tokens(model, cache, index, options))
-    )
+    feats = bb.format_outputs(bb.require_full_outputs(res))
     return model.neck(feats) if model.with_neck else feats
+
+
+def _add_cosines(sums: Tensor, maps: Sequence[Tensor], reference: Sequence[Tensor]) -> int:
+    """Add each output's summed per-token cosine to ``sums``; returns the token count."""
+    for i, (m, r) in enumerate(zip(maps, reference)):
+        sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
+    return maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]
 
 
 def evaluate_det(model: nn.Module, batches: Sequence[dict], metric) -> Dict[str, float]:
@@ -143,13 +153,8 @@ def evaluate_det_options(
         for j, (data, pre) in enumerate(zip(cache.batches, cache.inputs)):
             res = backbone_tokens(model, cache, j, options)
             if reference_maps is not None:
-                maps = bb.output_maps(res)
-                for i, (m, r) in enumerate(zip(maps, reference_maps[j])):
-                    sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
-                count += maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]
-            feats = bb.format_outputs(bb.require_full_outputs(res))
-            feats = model.neck(feats) if model.with_neck else feats
-            with features_override(model, feats):
+                count += _add_cosines(sums, bb.output_maps(res), reference_maps[j])
+            with features_override(model, _neck_features(model, res)):
                 outs = model.predict(pre['inputs'], pre['data_samples'], rescale=True)
             metric.process(data, [o.to_dict() for o in outs])
             if predictions is not None:
@@ -243,7 +248,5 @@ def level_cosine(model: nn.Module, cache, options, reference: List[List[Tensor]]
     with torch.no_grad():
         for j in range(len(cache.inputs)):
             maps = bb.output_maps(backbone_tokens(model, cache, j, options))
-            for i, (m, r) in enumerate(zip(maps, reference[j])):
-                sums[i] += F.cosine_similarity(m, r, dim=1).double().sum()
-            count += maps[0].shape[0] * maps[0].shape[-2] * maps[0].shape[-1]
+            count += _add_cosines(sums, maps, reference[j])
     return (sums / count).tolist()
