@@ -348,6 +348,39 @@ def test_soft_weights_are_windowed_normalised_and_sharpen_to_hard():
         soft_weights(x, m, a, temperature=0)
 
 
+@pytest.mark.parametrize('hw', [(6, 7), (9, 9), (5, 1), (1, 6)])
+@pytest.mark.parametrize('topk', [1, 3, 9])
+def test_soft_weights_match_their_definition(hw, topk):
+    """Each token's top-k distinct clusters of its 3x3 window by cosine
+    similarity to the clusters' merged inputs, softmax of cos / T: written
+    per token (a test may loop), the vectorised numbers."""
+    from ailurus_mm.ops import merge_tokens
+    from ailurus_mm.ops.reconstruct import soft_weights
+
+    h, w = hw
+    x = torch.randn(2, h * w, 16, generator=torch.Generator().manual_seed(31))
+    a = reduce_tokens(x, hw, 0.5, method='random')
+    m = merge_tokens(x, a)
+    got = soft_weights(x, m, a, topk=topk, temperature=0.1)
+    for bi in range(2):
+        for i in range(h * w):
+            y, xx = divmod(i, w)
+            cands = []
+            for dy, dx in [(0, 0)] + [(u, v) for u in (-1, 0, 1) for v in (-1, 0, 1) if (u, v) != (0, 0)]:
+                if 0 <= y + dy < h and 0 <= xx + dx < w:
+                    c = int(a.labels[bi, (y + dy) * w + xx + dx])
+                    if c not in cands:
+                        cands.append(c)
+            cos = torch.stack([F.cosine_similarity(x[bi, i], m[bi, c], dim=0) for c in cands])
+            k = min(topk, len(cands))
+            top, order = cos.topk(k)
+            want = dict(zip([cands[j] for j in order.tolist()], torch.softmax(top / 0.1, 0).tolist()))
+            pairs = zip(got.clusters[bi, i].tolist(), got.weights[bi, i].tolist())
+            have = {c: v for c, v in pairs if v > 0}  # unused slots: weight 0
+            assert set(have) == set(want)
+            assert all(abs(have[c] - want[c]) < 1e-5 for c in want)
+
+
 @pytest.mark.parametrize(
     'over, match',
     [
@@ -443,7 +476,7 @@ def test_second_stage_token_counts_and_outputs(hw, method, reconstruct):
              method=method, reconstruct=reconstruct), 6,
     )  # fmt: skip
     res = eng(x, hw, opts)
-    m1, m2 = opts.num_kept(hw), opts.num_kept_second(hw)
+    m1, ((_, m2),) = opts.num_kept(hw), opts.later_stage_plan(hw)
     assert m2 < m1 < n
     assert seen == opts.token_counts(hw, 1) == [1 + n] + [1 + m1] * 2 + [1 + m2] * 3
     assert [tuple(o.shape) for o in res.outs] == [(2, 1 + n, 16)] * 2
@@ -502,6 +535,109 @@ def test_second_stage_must_be_coarser_on_the_grid():
         dict(keep_ratio=None, num_clusters=10, second_after=3, second_keep_ratio=0.7), 4
     )
     with pytest.raises(ValueError, match=r'second_keep_ratio=0.7 keeps 11 of the 16 .*first stage\'s 10'):
-        o.num_kept_second((4, 4))
-    with pytest.raises(ValueError, match='second_after is not set'):
-        AiluRusOptions.from_dict({}, 4).num_kept_second((4, 4))
+        o.later_stage_plan((4, 4))
+    assert AiluRusOptions.from_dict({}, 4).later_stage_plan((4, 4)) == []
+
+
+def test_third_stage_of_nested_pooling_is_the_manual_composition():
+    """Three pooling stages (2x2 after layer 0, 4x4 after layer 1, 8x8 after
+    layer 3) written out by hand: the engine's numbers, on an unbalanced grid."""
+    hw, c, p = (8, 16), 16, 1
+    x = torch.randn(2, p + 128, c, generator=torch.Generator().manual_seed(21))
+    eng = ReductionEngine(_toy_layer, num_layers=5, num_prefix_tokens=p, out_indices=(0, 2, 4))
+    opts = AiluRusOptions.from_dict(
+        dict(cluster_after=0, keep_ratio=0.25, method='pool', second_after=[1, 3],
+             second_keep_ratio=[1 / 16, 1 / 64]), 5,
+    )  # fmt: skip
+    assert opts.second_after == (1, 3) and opts.second_keep_ratio == (1 / 16, 1 / 64)
+    assert opts.later_stage_plan(hw) == [(1, 8), (3, 2)]
+    res = eng(x, hw, opts)
+
+    def bias(size, m):
+        return torch.cat([torch.zeros(2, p), torch.full((2, m), float(size)).log()], 1)[:, None, None]
+
+    y = torch.cat([x[:, :p], _block_mean(x[:, p:], hw, 2)], 1)
+    y = _toy_layer(0, y, bias(4, 32), True)
+    out0 = torch.cat([y[:, :p], _block_copy(y[:, p:], hw, 2)], 1)
+    y = torch.cat([y[:, :p], _block_mean(out0[:, p:], hw, 4)], 1)
+    for i in (1, 2):
+        y = _toy_layer(i, y, bias(16, 8), True)
+    out2 = torch.cat([y[:, :p], _block_copy(y[:, p:], hw, 4)], 1)
+    y = torch.cat([y[:, :p], _block_mean(out2[:, p:], hw, 8)], 1)
+    for i in (3, 4):
+        y = _toy_layer(i, y, bias(64, 2), True)
+    out4 = torch.cat([y[:, :p], _block_copy(y[:, p:], hw, 8)], 1)
+    for got, want in zip(res.outs, (out0, out2, out4)):
+        assert torch.allclose(got, want, atol=1e-5)
+    assert res.assignment.num_clusters == 2  # the last stage's grouping
+
+
+@pytest.mark.parametrize('hw', [(8, 12), (9, 9)])
+@pytest.mark.parametrize('method', ['adjacent', 'random'])
+def test_later_stages_as_a_sequence(hw, method):
+    """One stage given as a sequence is the scalar form bit for bit; three
+    stages run the counts the options state, and the prefix of a
+    three-stage run is the two-stage run's."""
+    seen = []
+
+    def layer(i, x, bias, fused):
+        seen.append(x.shape[1])
+        return _toy_layer(i, x, bias, fused)
+
+    n = hw[0] * hw[1]
+    x = torch.randn(2, 1 + n, 16, generator=torch.Generator().manual_seed(22))
+    eng = ReductionEngine(layer, num_layers=6, num_prefix_tokens=1, out_indices=(2, 3, 5))
+    base = dict(cluster_after=1, keep_ratio=0.7, method=method, reconstruct='soft_residual')
+    scalar = AiluRusOptions.from_dict(dict(base, second_after=3, second_keep_ratio=0.4), 6)
+    single = AiluRusOptions.from_dict(dict(base, second_after=(3,), second_keep_ratio=[0.4]), 6)
+    three = AiluRusOptions.from_dict(
+        dict(base, second_after=[3, 4], second_keep_ratio=[0.4, 0.2]), 6
+    )
+    a, b = eng(x, hw, scalar), eng(x, hw, single)
+    assert all(torch.equal(u, v) for u, v in zip(a.outs, b.outs))
+    assert single.token_counts(hw) == scalar.token_counts(hw)
+    seen.clear()
+    res = eng(x, hw, three)
+    m1, (_, m2), (_, m3) = three.num_kept(hw), *three.later_stage_plan(hw)
+    assert m3 < m2 < m1 < n
+    assert seen == three.token_counts(hw, 1) == [1 + n] + [1 + m1] * 2 + [1 + m2] + [1 + m3] * 2
+    assert res.assignment.num_clusters == m3
+    assert bool((res.assignment.sizes.sum(1) == n).all())
+    assert torch.equal(res.outs[0], a.outs[0]) and torch.equal(res.outs[1], a.outs[1])
+    assert not torch.allclose(res.outs[2], a.outs[2])
+    merged = eng(x, hw, three.replace(reconstruct='soft', reconstruct_level='logits'))
+    assert merged.num_merged == 1 and merged.outs[-1].shape[1] == 1 + m3
+    assert [o.shape[1] for o in merged.outs[:2]] == [1 + n] * 2
+
+
+@pytest.mark.parametrize(
+    'over, match',
+    [
+        (dict(second_after=[2, 3], second_keep_ratio=0.1), 'both numbers .* or both non-empty'),
+        (dict(second_after=[2, 3], second_keep_ratio=[0.2]), 'same length'),
+        (dict(second_after=[], second_keep_ratio=[]), 'non-empty'),
+        (dict(second_after=[3, 3], second_keep_ratio=[0.2, 0.1]),
+         r'ailurus.second_after\[1\]=3 .*\[4, 3\]'),
+        (dict(second_after=[3, 2], second_keep_ratio=[0.2, 0.1]),
+         r'ailurus.second_after\[1\]=2 .*\[4, 3\]'),
+        (dict(keep_ratio=0.4, second_after=[2, 3], second_keep_ratio=[0.2, 0.3]),
+         r'second_keep_ratio\[1\]=0.3 .*\(0, second_keep_ratio\[0\]=0.2\)'),
+        (dict(keep_ratio=0.4, second_after=[2, 3], second_keep_ratio=[0.5, 0.3]),
+         r'second_keep_ratio\[0\]=0.5 .*\(0, keep_ratio=0.4\)'),
+        (dict(second_after=[2, 3], second_keep_ratio=[0.2, 0.0]),
+         r'second_keep_ratio\[1\]=0.0 .*\(0, 1\]'),
+        (dict(second_after=[2, 3.5], second_keep_ratio=[0.2, 0.1]), r'second_after\[1\]=3.5'),
+    ],
+)  # fmt: skip
+def test_invalid_later_stages(over, match):
+    with pytest.raises(ValueError, match=match):
+        AiluRusOptions.from_dict(dict(cluster_after=1, **over), 4)
+
+
+def test_later_stages_must_be_coarser_on_the_grid():
+    o = AiluRusOptions.from_dict(
+        dict(cluster_after=0, keep_ratio=None, num_clusters=12, second_after=[1, 2],
+             second_keep_ratio=[0.5, 0.49]), 4,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"second_keep_ratio\[1\]=0.49 keeps 8 of the 16 .*stage before it's 8"):
+        o.later_stage_plan((4, 4))

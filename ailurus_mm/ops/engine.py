@@ -9,7 +9,8 @@ optional additive key bias; :class:`ReductionEngine` does the rest:
    and register tokens, are counted once and never merged), merge them;
 3. layers ``L ..`` on ``prefix + M`` tokens with the ``log(size)`` key bias
    (with ``second_after``: from that layer on, the tokens are reconstructed
-   to the grid, clustered again to ``M2 < M`` and merged);
+   to the grid, clustered again to ``M2 < M`` and merged; a sequence of
+   layers gives a stage before each);
 4. every requested output unfolded back to ``prefix + N`` tokens.
 
 Step 1 does not depend on the reduction setting, so it is exposed on its own
@@ -75,7 +76,7 @@ class ReductionOutput:
         outs (list[Tensor]): every requested output as a full-resolution
             ``[B, P + N, C]`` sequence (prefix tokens first), in order.
         assignment (ClusterAssignment | None): the clustering used, None when
-            nothing was merged (with a second stage: the second stage's, which
+            nothing was merged (with later stages: the last stage's, which
             the last layers and the outputs after it use).
         hw (tuple[int, int]): the patch grid.
         num_prefix_tokens (int): P.
@@ -207,28 +208,28 @@ class ReductionEngine:
                 bias = size_attn_bias(assignment.sizes, p, dtype=x.dtype)
         refine_from = self.num_layers - options.refine_layers
         keep_merged = options.reconstruct_level == 'logits'
+        stages = dict(options.later_stage_plan(state.hw)) if rec is not None else {}
+        last_stage = max(stages, default=None)
         num_merged = 0
         for i in range(state.stop, self.num_layers):
             if rec is not None and i == refine_from:
                 x, bias, rec = rec.full(x, p), None, None  # the rest at full resolution
-            if rec is not None and i == options.second_after:
-                # the second stage clusters the reconstructed grid, so it sees the same
+            if rec is not None and i in stages:
+                # a later stage clusters the reconstructed grid, so it sees the same
                 # kind of input as the first and needs no grid of its own for clusters
                 tokens = rec.full(x, p)
-                second = self._reduce(tokens, hw, options, i, options.num_kept_second(hw))
-                self._check_assignment(second, tokens, hw)
-                merged = merge_tokens(tokens[:, p:], second, mode=options.merge)
-                rec = _Reconstruction(options, second, tokens[:, p:], merged)
-                x, assignment = torch.cat([x[:, :p], merged], 1), second
+                later = self._reduce(tokens, hw, options, i, stages[i])
+                self._check_assignment(later, tokens, hw)
+                merged = merge_tokens(tokens[:, p:], later, mode=options.merge)
+                rec = _Reconstruction(options, later, tokens[:, p:], merged)
+                x, assignment = torch.cat([x[:, :p], merged], 1), later
                 if options.size_aware:
-                    bias = size_attn_bias(second.sizes, p, dtype=x.dtype)
+                    bias = size_attn_bias(later.sizes, p, dtype=x.dtype)
             x = self.run_layer(i, x, bias, fused)
             if i in self.out_indices:
-                # merged outputs share one unfold (the last stage's): the first stage's
-                # outputs are reconstructed here when a second stage follows
-                merged_out = keep_merged and (
-                    options.second_after is None or i >= options.second_after
-                )
+                # merged outputs share one unfold (the last stage's): an earlier
+                # stage's outputs are reconstructed here when a later stage follows
+                merged_out = keep_merged and (last_stage is None or i >= last_stage)
                 out = x if rec is None or merged_out else rec.full(x, p)
                 num_merged += int(rec is not None and merged_out)
                 outs.append(out if self.after_layer is None else self.after_layer(i, out))

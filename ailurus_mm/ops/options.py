@@ -115,17 +115,20 @@ class AiluRusOptions:
         distance (str): ``'features'`` (default) clusters the tokens
             themselves; ``'keys'`` clusters the attention keys of the first
             layer that runs on the merged tokens (ToMe's choice).
-        second_after (int | None): a second, coarser clustering stage before
-            layer ``second_after`` (0-based, the same count as
-            ``cluster_after``): the merged tokens are reconstructed to the
-            grid (``reconstruct``), clustered again (same ``method`` and
+        second_after (int | Sequence[int] | None): a second, coarser
+            clustering stage before layer ``second_after`` (0-based, the same
+            count as ``cluster_after``): the merged tokens are reconstructed to
+            the grid (``reconstruct``), clustered again (same ``method`` and
             options) down to ``second_keep_ratio`` and merged; the outputs
-            after it are reconstructed from the second stage. In
+            after it are reconstructed from that stage. A sequence gives
+            several later stages (e.g. ``(5, 8)`` with ``(0.5, 0.3)``: a
+            third stage after the second), strictly increasing, each in
             ``[cluster_after + 1, num_layers - refine_layers - 1]``. Default:
             None (one stage). Not with ``'tome_layers'`` (already gradual).
-        second_keep_ratio (float | None): the second stage's M / N (of all
-            N patch tokens), in ``(0, keep_ratio)``; set with
-            ``second_after``.
+        second_keep_ratio (float | Sequence[float] | None): each later
+            stage's M / N (of all N patch tokens), strictly decreasing, in
+            ``(0, keep_ratio)``; set with ``second_after`` (a sequence of the
+            same length when ``second_after`` is one).
         num_layers (int | None): the backbone's depth, for the range of
             ``cluster_after`` (not an option: set by :meth:`from_dict`).
     """
@@ -150,8 +153,8 @@ class AiluRusOptions:
     refine_layers: int = 0
     reconstruct_level: str = 'features'
     distance: str = 'features'
-    second_after: Optional[int] = None
-    second_keep_ratio: Optional[float] = None
+    second_after: Optional[Union[int, Tuple[int, ...]]] = None
+    second_keep_ratio: Optional[Union[float, Tuple[float, ...]]] = None
     num_layers: Optional[int] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -321,24 +324,56 @@ class AiluRusOptions:
                 f'ailurus.second_after={self.second_after!r}: method={self.method!r} merges '
                 'before every layer already; a second stage needs a one-shot method'
             )
+        many = [isinstance(v, (list, tuple)) for v in (self.second_after, self.second_keep_ratio)]
+        if many[0] != many[1] or (
+            many[0] and not 0 < len(self.second_after) == len(self.second_keep_ratio)
+        ):
+            raise ValueError(
+                'ailurus: second_after and second_keep_ratio are both numbers (one later '
+                'stage) or both non-empty sequences of the same length (one entry per stage), '
+                f'got second_after={self.second_after!r}, '
+                f'second_keep_ratio={self.second_keep_ratio!r}'
+            )
+        afters = tuple(self.second_after) if many[0] else (self.second_after,)
+        ratios = tuple(self.second_keep_ratio) if many[0] else (self.second_keep_ratio,)
         high = None
         if self.num_layers is not None:
             high = self.num_layers - self.refine_layers - 1
-        check_int(
-            'ailurus.second_after',
-            self.second_after,
-            self.cluster_after + 1,
-            high,
-            hint='after the first stage, before the refine layers; at least one layer runs '
-            'on its tokens',
-        )
-        ratio = check_ratio('ailurus.second_keep_ratio', self.second_keep_ratio)
-        if self.keep_ratio is not None and not ratio < self.keep_ratio:
-            raise ValueError(
-                f'ailurus.second_keep_ratio={ratio!r} is outside the allowed range (0, '
-                f'keep_ratio={self.keep_ratio!r}): the second stage is coarser'
+        prev_after, prev_ratio = self.cluster_after, self.keep_ratio
+        checked = []
+        for j, (after, ratio) in enumerate(zip(afters, ratios)):
+            tag = f'[{j}]' if many[0] else ''
+            check_int(
+                f'ailurus.second_after{tag}',
+                after,
+                prev_after + 1,
+                high,
+                hint='after the previous stage, before the refine layers; at least one layer '
+                'runs on its tokens',
             )
-        object.__setattr__(self, 'second_keep_ratio', ratio)
+            ratio = check_ratio(f'ailurus.second_keep_ratio{tag}', ratio)
+            if prev_ratio is not None and not ratio < prev_ratio:
+                what = 'keep_ratio' if j == 0 else f'second_keep_ratio[{j - 1}]'
+                raise ValueError(
+                    f'ailurus.second_keep_ratio{tag}={ratio!r} is outside the allowed range (0, '
+                    f'{what}={prev_ratio!r}): each later stage is coarser'
+                )
+            checked.append(ratio)
+            prev_after, prev_ratio = after, ratio
+        # frozen: normalise sequences to tuples (hashable) and ratios to floats
+        object.__setattr__(self, 'second_after', afters if many[0] else afters[0])
+        object.__setattr__(
+            self, 'second_keep_ratio', tuple(checked) if many[0] else checked[0]
+        )
+
+    def later_stages(self) -> Tuple[Tuple[int, float], ...]:
+        """``((second_after, second_keep_ratio), ...)``, one pair per later
+        stage (empty: one stage)."""
+        if self.second_after is None:
+            return ()
+        if isinstance(self.second_after, tuple):
+            return tuple(zip(self.second_after, self.second_keep_ratio))
+        return ((self.second_after, self.second_keep_ratio),)
 
     # ------------------------------------------------------------------
     # what the options mean for a given grid
@@ -418,31 +453,36 @@ class AiluRusOptions:
         m = self.num_kept(hw) if self.reduces(hw) else n
         merged_until = self.num_layers - self.refine_layers
         counts = [m if self.cluster_after <= i < merged_until else n for i in range(self.num_layers)]
-        if self.second_after is not None and m < n:
-            m2 = self.num_kept_second(hw)
-            counts[self.second_after : merged_until] = [m2] * (merged_until - self.second_after)
+        if m < n:
+            for after, m2 in self.later_stage_plan(hw):
+                counts[after:merged_until] = [m2] * (merged_until - after)
         return [num_prefix_tokens + c for c in counts]
 
-    def num_kept_second(self, hw: Sequence[int]) -> int:
-        """Patch tokens after the second stage (``second_keep_ratio`` of the
-        grid; ``pool`` rounds to its block grid).
+    def later_stage_plan(self, hw: Sequence[int]) -> List[Tuple[int, int]]:
+        """``[(layer, M_s), ...]``: before which layer each later stage
+        clusters, and the patch tokens it keeps (``second_keep_ratio`` of
+        the grid; ``pool`` rounds to its block grid). Empty for one stage.
 
         Raises:
-            ValueError: when there is no second stage, or it would not be
-                coarser than the first on this grid.
+            ValueError: when a stage would not be coarser than the one
+                before it on this grid.
         """
-        if self.second_after is None:
-            raise ValueError('num_kept_second: ailurus.second_after is not set')
         h, w = int(hw[0]), int(hw[1])
         n = h * w
-        if self.method == 'pool':
-            m2 = pool_num_groups((h, w), pool_stride(self.second_keep_ratio, n))
-        else:
-            m2 = resolve_num_clusters(self.second_keep_ratio, n)
-        m1 = self.num_kept(hw)
-        if not m2 < m1:
-            raise ValueError(
-                f'ailurus.second_keep_ratio={self.second_keep_ratio} keeps {m2} of the {n} '
-                f'tokens of a {h}x{w} grid, not fewer than the first stage\'s {m1}'
-            )
-        return m2
+        plan, prev = [], self.num_kept(hw)
+        stages = self.later_stages()
+        for j, (after, ratio) in enumerate(stages):
+            if self.method == 'pool':
+                m = pool_num_groups((h, w), pool_stride(ratio, n))
+            else:
+                m = resolve_num_clusters(ratio, n)
+            if not m < prev:
+                tag = f'[{j}]' if len(stages) > 1 or isinstance(self.second_after, tuple) else ''
+                what = 'first stage' if j == 0 else 'stage before it'
+                raise ValueError(
+                    f'ailurus.second_keep_ratio{tag}={ratio} keeps {m} of the {n} tokens of a '
+                    f"{h}x{w} grid, not fewer than the {what}'s {prev}"
+                )
+            plan.append((after, m))
+            prev = m
+        return plan
