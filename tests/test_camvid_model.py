@@ -149,7 +149,7 @@ def test_ailurus_config_runs_and_stays_accurate(
 ) -> None:
     cfg = _cfg(AILURUS_CONFIG)
     assert cfg.model.backbone.ailurus == dict(
-        enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.3
+        enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2
     )
     model = _model(cfg, checkpoint)
     out = _run(model, batch)

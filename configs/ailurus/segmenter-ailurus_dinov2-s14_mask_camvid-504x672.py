@@ -13,6 +13,6 @@ model = dict(
     # mmseg's EncoderDecoder + ailurus.reconstruct_level='logits' (same checkpoints)
     type='AiluRusEncoderDecoder',
     backbone=dict(
-        ailurus=dict(enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.3)
+        ailurus=dict(enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2)
     ),
 )
