@@ -458,16 +458,22 @@ def test_second_stage_of_nested_pooling_is_the_manual_composition():
     assert res.assignment.num_clusters == 6  # the second stage's grouping
 
 
-@pytest.mark.parametrize('hw', [(8, 12), (9, 9)])
-@pytest.mark.parametrize('method', ['adjacent', 'random'])
-@pytest.mark.parametrize('reconstruct', ['hard', 'soft_residual'])
-def test_second_stage_token_counts_and_outputs(hw, method, reconstruct):
-    seen = []
+def _counting_layer(seen: list):
+    """:func:`_toy_layer` that records each call's sequence length in ``seen``."""
 
     def layer(i, x, bias, fused):
         seen.append(x.shape[1])
         return _toy_layer(i, x, bias, fused)
 
+    return layer
+
+
+@pytest.mark.parametrize('hw', [(8, 12), (9, 9)])
+@pytest.mark.parametrize('method', ['adjacent', 'random'])
+@pytest.mark.parametrize('reconstruct', ['hard', 'soft_residual'])
+def test_second_stage_token_counts_and_outputs(hw, method, reconstruct):
+    seen = []
+    layer = _counting_layer(seen)
     n = hw[0] * hw[1]
     x = torch.randn(2, 1 + n, 16, generator=torch.Generator().manual_seed(12))
     eng = ReductionEngine(layer, num_layers=6, num_prefix_tokens=1, out_indices=(2, 5))
@@ -579,11 +585,7 @@ def test_later_stages_as_a_sequence(hw, method):
     stages run the counts the options state, and the prefix of a
     three-stage run is the two-stage run's."""
     seen = []
-
-    def layer(i, x, bias, fused):
-        seen.append(x.shape[1])
-        return _toy_layer(i, x, bias, fused)
-
+    layer = _counting_layer(seen)
     n = hw[0] * hw[1]
     x = torch.randn(2, 1 + n, 16, generator=torch.Generator().manual_seed(22))
     eng = ReductionEngine(layer, num_layers=6, num_prefix_tokens=1, out_indices=(2, 3, 5))

@@ -477,7 +477,7 @@ class AiluRusOptions:
             else:
                 m = resolve_num_clusters(ratio, n)
             if not m < prev:
-                tag = f'[{j}]' if len(stages) > 1 or isinstance(self.second_after, tuple) else ''
+                tag = f'[{j}]' if isinstance(self.second_after, tuple) else ''
                 what = 'first stage' if j == 0 else 'stage before it'
                 raise ValueError(
                     f'ailurus.second_keep_ratio{tag}={ratio} keeps {m} of the {n} tokens of a '
