@@ -8,6 +8,7 @@ module               owns
 ``cluster``          the AiluRus readings (``adjacent``, ``dpc``, ``dpc_global``)
 ``baselines``        ``pool``, ``random``, ``tome`` at the same budget
 ``reduce``           :func:`reduce_tokens`: any method by name
+``coarsen``          later stages that merge the clusters of the stage before
 ``merge``            merging tokens into clusters, unfolding them back
 ``attention``        the ``log(size)`` key bias and size-aware attention
 ``options``          :class:`AiluRusOptions`: every option, validated once
@@ -37,6 +38,7 @@ from .cluster import (
     cluster_tokens,
     validate_cluster_options,
 )
+from .coarsen import coarsen_assignment
 from .engine import PrefixState, ReductionEngine, ReductionOutput
 from .merge import MERGE_MODES, merge_tokens, unfold_tokens
 from .options import AiluRusOptions
@@ -58,6 +60,7 @@ __all__ = [
     'assignment_from_groups',
     'validate_cluster_options',
     'reduce_tokens',
+    'coarsen_assignment',
     'pool_assignment',
     'pool_num_groups',
     'pool_stride',

@@ -34,6 +34,7 @@ from ._validate import check_int
 from .assignment import ClusterAssignment, assignment_from_groups
 from .attention import size_attn_bias
 from .baselines import bipartite_soft_matching, merge_by_ids
+from .coarsen import coarsen_assignment
 from .merge import merge_tokens
 from .options import SCHEDULE_METHODS, AiluRusOptions
 from .reconstruct import reconstruct_tokens, soft_weights
@@ -215,10 +216,14 @@ class ReductionEngine:
             if rec is not None and i == refine_from:
                 x, bias, rec = rec.full(x, p), None, None  # the rest at full resolution
             if rec is not None and i in stages:
-                # a later stage clusters the reconstructed grid, so it sees the same
-                # kind of input as the first and needs no grid of its own for clusters
+                # a later stage merges the reconstructed grid's tokens, so it sees the
+                # same kind of input as the first; 'grid' also clusters that grid,
+                # 'clusters' merges the current clusters (decided on their tokens)
                 tokens = rec.full(x, p)
-                later = self._reduce(tokens, hw, options, i, stages[i])
+                if options.stage_clustering == 'clusters':
+                    later = self._coarsen(x, assignment, options, i, stages[i])
+                else:
+                    later = self._reduce(tokens, hw, options, i, stages[i])
                 self._check_assignment(later, tokens, hw)
                 merged = merge_tokens(tokens[:, p:], later, mode=options.merge)
                 rec = _Reconstruction(options, later, tokens[:, p:], merged)
@@ -309,6 +314,21 @@ class ReductionEngine:
             feats = self.layer_keys(layer, x)
         p = self.num_prefix_tokens
         return reduce_tokens(feats[:, p:], hw, budget, **options.cluster_kwargs())
+
+    def _coarsen(
+        self, x: Tensor, assignment: ClusterAssignment, options: AiluRusOptions, layer: int, m: int
+    ) -> ClusterAssignment:
+        """Merge the clusters of ``assignment`` (their tokens: ``x``, the
+        input of ``layer``) with adjacent ones down to ``m``."""
+        feats = x
+        if options.distance == 'keys':
+            if self.layer_keys is None:
+                raise ValueError("ailurus.distance='keys' needs a backbone that gives layer_keys")
+            feats = self.layer_keys(layer, x)
+        p = self.num_prefix_tokens
+        return coarsen_assignment(
+            feats[:, p:], assignment, m, randomize=options.method == 'random', seed=options.seed
+        )
 
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
         if not isinstance(a, ClusterAssignment):

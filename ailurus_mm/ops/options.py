@@ -30,6 +30,7 @@ __all__ = [
     'ATTN_KERNELS',
     'SCHEDULE_METHODS',
     'RECONSTRUCT_LEVELS',
+    'STAGE_CLUSTERINGS',
 ]
 
 #: Methods that reduce step by step instead of once: ``'tome_layers'`` is
@@ -44,6 +45,13 @@ ATTN_KERNELS = ('auto', True, False)
 #: Where merged tokens return to the grid: the backbone's outputs, or the
 #: decode head's logits (the head runs on the M merged tokens).
 RECONSTRUCT_LEVELS = ('features', 'logits')
+#: What a later clustering stage clusters: the grid reconstructed from the
+#: stage before (every token free again), or the stage before's clusters
+#: (merged with their neighbours: nested stages, ``ops.coarsen``).
+STAGE_CLUSTERINGS = ('grid', 'clusters')
+#: Methods a ``stage_clustering='clusters'`` stage can use (``random``: the
+#: seeded random twin of the same nesting).
+COARSEN_METHODS = ('adjacent', 'random')
 #: Reconstruction modes that need nothing but the cluster outputs (so they
 #: also apply to a head's logits).
 OUTPUT_ONLY_MODES = ('hard', 'soft')
@@ -129,6 +137,14 @@ class AiluRusOptions:
             stage's M / N (of all N patch tokens), strictly decreasing, in
             ``(0, keep_ratio)``; set with ``second_after`` (a sequence of the
             same length when ``second_after`` is one).
+        stage_clustering (str): how a later stage groups the tokens.
+            ``'grid'`` (default): it clusters the grid reconstructed from the
+            stage before (same ``method`` and options as the first stage).
+            ``'clusters'``: it merges whole clusters of the stage before with
+            adjacent ones (density-peaks links on the clusters' region
+            adjacency graph, :func:`ailurus_mm.ops.coarsen_assignment`), so
+            stages nest and a cluster can outgrow one window; ``method``
+            ``'adjacent'`` or ``'random'`` (its seeded random twin).
         num_layers (int | None): the backbone's depth, for the range of
             ``cluster_after`` (not an option: set by :meth:`from_dict`).
     """
@@ -155,6 +171,7 @@ class AiluRusOptions:
     distance: str = 'features'
     second_after: Optional[Union[int, Tuple[int, ...]]] = None
     second_keep_ratio: Optional[Union[float, Tuple[float, ...]]] = None
+    stage_clustering: str = 'grid'
     num_layers: Optional[int] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -317,7 +334,19 @@ class AiluRusOptions:
                 f'clustering stage), got second_after={self.second_after!r}, '
                 f'second_keep_ratio={self.second_keep_ratio!r}'
             )
+        check_choice('ailurus.stage_clustering', self.stage_clustering, STAGE_CLUSTERINGS)
+        if self.stage_clustering == 'clusters' and self.method not in COARSEN_METHODS:
+            raise ValueError(
+                f"ailurus.stage_clustering='clusters' merges clusters with method "
+                f'{COARSEN_METHODS[0]!r} or its random twin {COARSEN_METHODS[1]!r}, '
+                f'got method={self.method!r}'
+            )
         if self.second_after is None:
+            if self.stage_clustering != 'grid':
+                raise ValueError(
+                    f'ailurus.stage_clustering={self.stage_clustering!r} sets how later '
+                    'stages cluster; give them with second_after / second_keep_ratio'
+                )
             return
         if self.method in SCHEDULE_METHODS:
             raise ValueError(
