@@ -184,3 +184,33 @@ def test_engine_stages_nest_and_count(hw, method):
 def test_invalid_stage_clustering(over, match):
     with pytest.raises(ValueError, match=match):
         AiluRusOptions.from_dict(dict(cluster_after=1, **over), 4)
+
+
+def test_backbone_runs_traces_and_caches_with_nested_stages():
+    """In the mmseg backbone: the prefix cache gives the direct numbers, and
+    mmengine's FLOP counter (a jit trace) runs through the nested stages and
+    counts what the grid mode with the same token counts counts."""
+    import ailurus_mm  # noqa: F401
+    from mmseg.registry import MODELS
+
+    from ailurus_mm.analysis import count_flops
+
+    ail = dict(cluster_after=1, keep_ratio=0.6, second_after=[2, 3], second_keep_ratio=[0.3, 0.15],
+               method='adjacent', reconstruct='soft_residual', stage_clustering='clusters')  # fmt: skip
+    torch.manual_seed(0)
+    m = MODELS.build(
+        dict(type='AiluRusVisionTransformer', img_size=(64, 96), patch_size=8, embed_dims=48,
+             num_layers=4, num_heads=3, final_norm=True, out_indices=(0, 1, 3),
+             norm_cfg=dict(type='LN', eps=1e-6), ailurus=ail)  # fmt: skip
+    ).eval()
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        direct = m.forward_tokens(x)
+        cached = m.forward_from_prefix(m.forward_prefix(x), m.options)
+    assert all(torch.equal(a, b) for a, b in zip(direct.outs, cached.outs))
+    nested = count_flops(m, x[:1], m)
+    with m.options_override(stage_clustering='grid'):
+        grid = count_flops(m, x[:1], m)
+    with m.options_override(enabled=False):
+        stock = count_flops(m, x[:1], m)
+    assert nested < stock and abs(nested - grid) / grid < 0.05

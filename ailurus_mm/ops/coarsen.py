@@ -90,10 +90,11 @@ def coarsen_assignment(
     # root[b, j]: the current cluster (a slot in [0, M)) of the stage-before cluster j
     root = ar_m.expand(b, m).clone()
     sizes = assignment.sizes.float()
+    ones = torch.ones_like(root, dtype=torch.bool)
     first = True  # the slots are the clusters of the stage before: y as given
     for _ in range(m):  # rounds; bounded by M (one removal per round at least)
         lab = root.gather(1, assignment.labels)  # [B, N] current slot of every token
-        alive = torch.zeros(b, m, dtype=torch.bool, device=dev).scatter_(1, root, True)
+        alive = torch.zeros(b, m, dtype=torch.bool, device=dev).scatter(1, root, ones)
         count = alive.sum(1)
         need = count - m2
         if not bool((need > 0).any()):
