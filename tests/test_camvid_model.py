@@ -149,7 +149,16 @@ def test_ailurus_config_runs_and_stays_accurate(
 ) -> None:
     cfg = _cfg(AILURUS_CONFIG)
     assert cfg.model.backbone.ailurus == dict(
-        enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2
+        enabled=True,
+        method='adjacent',
+        link_to='parent',
+        cluster_after=2,
+        keep_ratio=0.85,
+        second_after=[6, 9],
+        second_keep_ratio=[0.4, 0.25],
+        stage_clustering='clusters',
+        reconstruct='soft_residual',
+        soft_temperature=0.1,
     )
     model = _model(cfg, checkpoint)
     out = _run(model, batch)

@@ -140,10 +140,13 @@ def main(argv=None):
         f'{grid[0] * grid[1]} patch tokens, batch 1; times: median of {args.repeats} interleaved '
         f'repetitions after one warm-up round; {machine_info(device)}'
     )
+    later = ''.join(
+        f', from layer {after} {m} tokens' for after, m in on.later_stage_plan(grid)
+    )
     print(
         f"reduced (the config's ailurus setting): from layer {on.cluster_after}, "
         f'keep {on.keep_ratio} '
-        f'({bb.num_kept(grid)} tokens), method {on.method}'
+        f'({bb.num_kept(grid)} tokens{later}), method {on.method}'
     )
     print(
         markdown_table(

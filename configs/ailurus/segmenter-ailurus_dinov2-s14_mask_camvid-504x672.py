@@ -13,6 +13,17 @@ model = dict(
     # mmseg's EncoderDecoder + ailurus.reconstruct_level='logits' (same checkpoints)
     type='AiluRusEncoderDecoder',
     backbone=dict(
-        ailurus=dict(enabled=True, method='tome_layers', cluster_after=0, keep_ratio=0.2)
+        ailurus=dict(
+            enabled=True,
+            method='adjacent',
+            link_to='parent',
+            cluster_after=2,
+            keep_ratio=0.85,
+            second_after=[6, 9],
+            second_keep_ratio=[0.4, 0.25],
+            stage_clustering='clusters',
+            reconstruct='soft_residual',
+            soft_temperature=0.1,
+        )
     ),
 )
