@@ -103,7 +103,10 @@ def check_settings(args, bb, grid):
     naming the bad value and the allowed range."""
     from ailurus_mm.ops import REDUCTION_METHODS, resolve_num_clusters
 
-    base = bb.options.replace(enabled=True)
+    # one clustering per (layer, method, M): a config's later stages do not apply
+    base = bb.options.replace(
+        enabled=True, second_after=None, second_keep_ratio=None, stage_clustering='grid'
+    )
     for m in args.methods:
         if m not in REDUCTION_METHODS:
             raise ValueError(f'--methods: {m!r} is not one of {REDUCTION_METHODS}')

@@ -13,7 +13,9 @@ Every row runs the config's test dataloader (the config's own pipeline, so
 The unaccelerated model (``enabled=False``) is the first row; the grid is
 cluster layer x keep ratio x method (AiluRus readings and baselines at the
 same budget); ``--variant`` adds named option sets (e.g.
-``nosize:size_aware=False``). The layers before the clustering layer are
+``nosize:size_aware=False``). Every row is the library's option defaults
+(``AiluRusOptions()``) plus what the row sets, not the config's setting plus
+it, so a row means the same whatever the config's default is. The layers before the clustering layer are
 computed once per image and shared by every row with the same clustering
 layer (``ailurus_mm.analysis.segmentation.PrefixCache``: the numbers of
 ``model.test_step``, tested). Speed: for every row, the backbone on the first
@@ -52,7 +54,7 @@ def parse_args(argv=None):
         type=parse_variant,
         action='append',
         default=[],
-        help="name:key=value,... extra AiluRus option sets (over the config's)",
+        help="name:key=value,... extra AiluRus option sets (over the library defaults)",
     )
     p.add_argument('--num-images', type=int, default=None, help='use N test images (default all)')
     p.add_argument(
@@ -139,6 +141,13 @@ def main(argv=None):
                 )
     for name, opts in args.variant:
         variants.append((name, dict(dict(enabled=True), **opts)))
+    # A row is the library's defaults plus what it sets, not the config's setting
+    # plus it: a row written once (e.g. "tome L4 k0.5") means the same whatever
+    # the config's default is (later stages, reconstruction, ...).
+    from ailurus_mm.ops import AiluRusOptions
+
+    library = AiluRusOptions().to_dict()
+    variants = [(name, dict(library, **over)) for name, over in variants]
     # every option set is validated before any image is evaluated
     for name, over in variants:
         try:
