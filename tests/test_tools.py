@@ -204,3 +204,20 @@ def test_sweep_variant_parsing(bad, match):
         'a',
         dict(keep_ratio=0.5, size_aware=False, method='tome'),
     )
+
+
+def test_sweep_rows_are_over_the_library_defaults():
+    """A row does not inherit a config's later stages or reconstruction: the
+    one-shot ToMe row of old docs stays valid under the nested CamVid default."""
+    from ailurus_mm.analysis import row_options
+    from ailurus_mm.ops import AiluRusOptions
+
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/ailurus/segmenter_dinov2-s14_camvid.py'))
+    config_opts = AiluRusOptions.from_dict(cfg.model.backbone.ailurus, 12)
+    assert config_opts.second_after == (6, 9)  # the config's default has later stages
+    row = row_options(dict(enabled=True, cluster_after=4, keep_ratio=0.25, method='tome'))
+    opts = AiluRusOptions.from_dict(row, 12)
+    assert opts.second_after is None and opts.reconstruct == 'hard'
+    assert opts.replace(method='adjacent').link_to == 'peak'
+    with pytest.raises(ValueError, match="got method='tome'"):
+        config_opts.replace(cluster_after=4, keep_ratio=0.25, method='tome')

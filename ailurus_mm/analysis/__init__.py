@@ -36,7 +36,7 @@ from .models import (
 )
 from .tables import markdown_table, write_table
 from .timing import Timing, machine_info, resolve_device, time_interleaved
-from .variants import parse_variant
+from .variants import parse_variant, row_options
 
 __all__ = [
     'size_histogram',
@@ -62,4 +62,5 @@ __all__ = [
     'resolve_device',
     'time_interleaved',
     'parse_variant',
+    'row_options',
 ]

@@ -10,7 +10,7 @@ import argparse
 import re
 from typing import Dict, Tuple
 
-__all__ = ['parse_variant']
+__all__ = ['parse_variant', 'row_options']
 
 # a comma that starts the next ``key=`` (values may hold commas, e.g. lists)
 _SPLIT = re.compile(r',(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)')
@@ -34,3 +34,13 @@ def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
         key, value = item.split('=', 1)
         opts[key.strip()] = DictAction._parse_iterable(value.strip())
     return name, opts
+
+
+def row_options(over: Dict[str, object]) -> Dict[str, object]:
+    """A sweep row's full option set: the library defaults
+    (``AiluRusOptions()``) plus what the row sets, so a row written once
+    means the same whatever a config's default is (its later stages,
+    reconstruction, ...)."""
+    from ailurus_mm.ops import AiluRusOptions
+
+    return dict(AiluRusOptions().to_dict(), **over)

@@ -99,6 +99,7 @@ def main(argv=None):
         markdown_table,
         quiet_logs,
         resolve_device,
+        row_options,
         time_interleaved,
         write_table,
     )
@@ -141,13 +142,7 @@ def main(argv=None):
                 )
     for name, opts in args.variant:
         variants.append((name, dict(dict(enabled=True), **opts)))
-    # A row is the library's defaults plus what it sets, not the config's setting
-    # plus it: a row written once (e.g. "tome L4 k0.5") means the same whatever
-    # the config's default is (later stages, reconstruction, ...).
-    from ailurus_mm.ops import AiluRusOptions
-
-    library = AiluRusOptions().to_dict()
-    variants = [(name, dict(library, **over)) for name, over in variants]
+    variants = [(name, row_options(over)) for name, over in variants]
     # every option set is validated before any image is evaluated
     for name, over in variants:
         try:
