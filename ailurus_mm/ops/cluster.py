@@ -107,6 +107,19 @@ def validate_cluster_options(
 # building an assignment
 
 
+def follow_to_roots(parent: Tensor) -> Tensor:
+    """``parent [B, N]`` (a forest: roots are their own parent) -> every
+    node's root. Pointer jumping: each step doubles the followed path, so
+    ``log2(N)`` gathers reach every root."""
+    root = parent
+    for _ in range(max(1, math.ceil(math.log2(max(parent.shape[1], 2)))) + 1):
+        nxt = root.gather(1, root)
+        if torch.equal(nxt, root):
+            break
+        root = nxt
+    return root
+
+
 def _labels_from_roots(root: Tensor, m: int, hw) -> ClusterAssignment:
     """``root [B, N]``: index of each token's anchor (anchors are their own
     root); exactly m anchors per image."""
@@ -210,14 +223,7 @@ def _cluster_adjacent(
     order = torch.sort(link_cost, dim=1, stable=True).indices
     rank.scatter_(1, order, ar.expand(b, n))
     keep = rank < (n - m)
-    root = torch.where(keep, parent, ar)
-    # Pointer jumping: each step doubles the followed path, so log2(N) steps
-    # reach every tree's root.
-    for _ in range(max(1, math.ceil(math.log2(max(n, 2)))) + 1):
-        nxt = root.gather(1, root)
-        if torch.equal(nxt, root):
-            break
-        root = nxt
+    root = follow_to_roots(torch.where(keep, parent, ar))
     return _labels_from_roots(root, m, hw)
 
 

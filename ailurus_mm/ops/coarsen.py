@@ -33,12 +33,12 @@ costs are seeded random numbers, the adjacency and nesting the same.
 
 from __future__ import annotations
 
-import math
 import torch
 from torch import Tensor
 
 from ._validate import check_int
 from .assignment import ClusterAssignment, assignment_from_groups
+from .cluster import follow_to_roots
 from .window import neighbour_index, window_offsets, window_sqdist
 
 __all__ = ['coarsen_assignment']
@@ -148,13 +148,7 @@ def coarsen_assignment(
         order = torch.sort(rank_key, dim=1, stable=True).indices
         rank = torch.empty_like(order).scatter_(1, order, ar_m.expand(b, m))
         keep = has & (rank < need[:, None])
-        link = torch.where(keep, parent, ar_m)
-        for _ in range(max(1, math.ceil(math.log2(max(m, 2)))) + 1):
-            nxt = link.gather(1, link)
-            if torch.equal(nxt, link):
-                break
-            link = nxt
-        root = link.gather(1, root)
+        root = follow_to_roots(torch.where(keep, parent, ar_m)).gather(1, root)
     else:  # pragma: no cover - the loop always breaks
         raise RuntimeError('coarsen_assignment did not reach its budget; this is a bug')
     return assignment_from_groups(root.gather(1, assignment.labels), hw)

@@ -307,27 +307,30 @@ class ReductionEngine:
         self, x: Tensor, hw: Tuple[int, int], options: AiluRusOptions, layer: int, budget
     ) -> ClusterAssignment:
         """Cluster the patch tokens of ``x`` (the input of ``layer``)."""
+        feats = self._compared(x, options, layer)
+        return reduce_tokens(feats, hw, budget, **options.cluster_kwargs())
+
+    def _compared(self, x: Tensor, options: AiluRusOptions, layer: int) -> Tensor:
+        """What a clustering step compares: the patch tokens of ``x`` or, with
+        ``distance='keys'``, the keys layer ``layer`` computes from them."""
         feats = x
         if options.distance == 'keys':
             if self.layer_keys is None:
                 raise ValueError("ailurus.distance='keys' needs a backbone that gives layer_keys")
             feats = self.layer_keys(layer, x)
-        p = self.num_prefix_tokens
-        return reduce_tokens(feats[:, p:], hw, budget, **options.cluster_kwargs())
+        return feats[:, self.num_prefix_tokens :]
 
     def _coarsen(
         self, x: Tensor, assignment: ClusterAssignment, options: AiluRusOptions, layer: int, m: int
     ) -> ClusterAssignment:
         """Merge the clusters of ``assignment`` (their tokens: ``x``, the
         input of ``layer``) with adjacent ones down to ``m``."""
-        feats = x
-        if options.distance == 'keys':
-            if self.layer_keys is None:
-                raise ValueError("ailurus.distance='keys' needs a backbone that gives layer_keys")
-            feats = self.layer_keys(layer, x)
-        p = self.num_prefix_tokens
         return coarsen_assignment(
-            feats[:, p:], assignment, m, randomize=options.method == 'random', seed=options.seed
+            self._compared(x, options, layer),
+            assignment,
+            m,
+            randomize=options.method == 'random',
+            seed=options.seed,
         )
 
     def _check_assignment(self, a: ClusterAssignment, x: Tensor, hw: Tuple[int, int]) -> None:
