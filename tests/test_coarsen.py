@@ -171,7 +171,8 @@ def test_engine_stages_nest_and_count(hw, method):
 @pytest.mark.parametrize(
     'over, match',
     [
-        (dict(stage_clustering='tree'), r"ailurus.stage_clustering='tree' .*\('grid', 'clusters'\)"),
+        (dict(stage_clustering='tree'),
+         r"ailurus.stage_clustering='tree' .*\('grid', 'clusters'\)"),
         (dict(stage_clustering='clusters'), 'give them with second_after'),
         (dict(stage_clustering='clusters', method='dpc', second_after=3, second_keep_ratio=0.1),
          "'adjacent' or its random twin 'random', got method='dpc'"),
@@ -190,13 +191,14 @@ def test_backbone_runs_traces_and_caches_with_nested_stages():
     """In the mmseg backbone: the prefix cache gives the direct numbers, and
     mmengine's FLOP counter (a jit trace) runs through the nested stages and
     counts what the grid mode with the same token counts counts."""
-    import ailurus_mm  # noqa: F401
     from mmseg.registry import MODELS
 
+    import ailurus_mm  # noqa: F401
     from ailurus_mm.analysis import count_flops
 
-    ail = dict(cluster_after=1, keep_ratio=0.6, second_after=[2, 3], second_keep_ratio=[0.3, 0.15],
-               method='adjacent', reconstruct='soft_residual', stage_clustering='clusters')  # fmt: skip
+    ail = dict(cluster_after=1, keep_ratio=0.6, second_after=[2, 3],
+               second_keep_ratio=[0.3, 0.15], method='adjacent',
+               reconstruct='soft_residual', stage_clustering='clusters')  # fmt: skip
     torch.manual_seed(0)
     m = MODELS.build(
         dict(type='AiluRusVisionTransformer', img_size=(64, 96), patch_size=8, embed_dims=48,
