@@ -17,7 +17,8 @@ same budget); ``--variant`` adds named option sets (e.g.
 (``AiluRusOptions()``) plus what the row sets, not the config's setting plus
 it, so a row means the same whatever the config's default is. The layers
 before the clustering layer are computed once per image and shared by
-every row with the same clustering layer (``ailurus_mm.analysis.segmentation.PrefixCache``: the numbers of
+every row with the same clustering layer
+(``ailurus_mm.analysis.segmentation.PrefixCache``: the numbers of
 ``model.test_step``, tested). Speed: for every row, the backbone on the first
 ``--time-images`` images, interleaved with the stock model and with the
 control (the stock model through the fused attention kernel) in
