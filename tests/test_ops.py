@@ -18,7 +18,7 @@ from ailurus_mm.ops import (
     tome_assignment,
     unfold_tokens,
 )
-from ailurus_mm.ops.window import neighbour_index, window_offsets, window_sqdist
+from ailurus_mm.ops.window import neighbour_index, take_rows, window_offsets, window_sqdist
 
 GRIDS = [(8, 8), (7, 13), (13, 7), (1, 9), (5, 1)]
 
@@ -229,6 +229,34 @@ def test_window_sqdist_matches_brute_force():
     assert torch.allclose(d[:, valid], ref[:, valid], atol=1e-5)
     assert bool(torch.isinf(d[:, ~valid]).all())
     assert off[0].tolist() == [0, 0]
+
+
+def test_window_sqdist_in_row_bands_matches_brute_force():
+    # wide features make the bands 3 rows (the last one partial) on an unbalanced grid
+    hw = (7, 5)
+    x = tokens(2, hw, c=8192)
+    off = window_offsets(1, 'cpu')
+    d = window_sqdist(x, hw, off)
+    idx, valid = neighbour_index(*hw, off)
+    ref = (x[:, :, None, :] - x[:, idx, :]).square().sum(-1) / 8192
+    assert torch.allclose(d[:, valid], ref[:, valid], atol=1e-4)
+    assert bool(torch.isinf(d[:, ~valid]).all())
+
+
+@pytest.mark.parametrize('index_shape', [(3, 11), (3, 11, 4)])
+def test_take_rows_is_the_batched_gather(index_shape):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 6, 5, generator=g, requires_grad=True)
+    index = torch.randint(0, 6, index_shape, generator=g)
+    out = take_rows(y, index)
+    flat = index.reshape(3, -1)
+    ref = y.gather(1, flat[..., None].expand(-1, -1, 5)).view(*index_shape, 5)
+    assert out.shape == (*index_shape, 5)
+    assert torch.equal(out, ref)
+    w = torch.randn(out.shape, generator=g)
+    (gy,) = torch.autograd.grad((out * w).sum(), y)
+    (gref,) = torch.autograd.grad((ref * w).sum(), y)
+    assert torch.allclose(gy, gref, atol=1e-6)
 
 
 def test_size_bias_all_ones_equals_plain_attention():

@@ -37,7 +37,14 @@ from .assignment import (
     check_tokens,
     resolve_num_clusters,
 )
-from .window import denser_than, local_density, neighbour_index, window_offsets, window_sqdist
+from .window import (
+    denser_than,
+    local_density,
+    neighbour_index,
+    take_rows,
+    window_offsets,
+    window_sqdist,
+)
 
 __all__ = [
     'cluster_tokens',
@@ -201,8 +208,8 @@ def _cluster_adjacent(
         sd = sd + torch.arange(p_max, device=dev, dtype=sd.dtype) / (p_max + 1)
         kk = min(_PEAK_CANDIDATES, p_max)
         near_d, cand = torch.topk(sd.masked_fill(~pdenser, float('inf')), kk, dim=-1, largest=False)
-        xp = x.gather(1, order[..., None].expand(-1, -1, c))
-        xc = xp.gather(1, cand.reshape(b, -1, 1).expand(-1, -1, c)).view(b, p_max, kk, c)
+        xp = take_rows(x, order)
+        xc = take_rows(xp, cand)
         dc = (xc - xp[:, :, None]).square_().sum(-1).div_(c)
         dc = dc.masked_fill(~torch.isfinite(near_d), float('inf'))
         pbest = dc.argmin(-1)

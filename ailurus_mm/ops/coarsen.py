@@ -39,7 +39,7 @@ from torch import Tensor
 from ._validate import check_int
 from .assignment import ClusterAssignment, assignment_from_groups
 from .cluster import follow_to_roots
-from .window import neighbour_index, window_offsets, window_sqdist
+from .window import neighbour_index, take_rows, window_offsets, window_sqdist
 
 __all__ = ['coarsen_assignment']
 
@@ -156,5 +156,5 @@ def coarsen_assignment(
 
 def _boundary_cost(yc: Tensor, lab: Tensor, hw) -> Tensor:
     """``[B, N, 8]`` distance of every token's slot to each 8-neighbour's slot."""
-    grid = yc.gather(1, lab[..., None].expand(-1, -1, yc.shape[-1]))  # [B, N, C]
+    grid = take_rows(yc, lab)  # [B, N, C]
     return window_sqdist(grid, hw, window_offsets(1, yc.device))[..., 1:]

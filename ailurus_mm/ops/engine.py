@@ -39,6 +39,7 @@ from .merge import merge_tokens
 from .options import SCHEDULE_METHODS, AiluRusOptions
 from .reconstruct import reconstruct_tokens, soft_weights
 from .reduce import reduce_tokens
+from .window import take_rows
 
 __all__ = ['ReductionEngine', 'PrefixState', 'ReductionOutput', 'LayerRunner']
 
@@ -373,4 +374,4 @@ class _Reconstruction:
 
 def _gather_tokens(y: Tensor, labels: Tensor) -> Tensor:
     """``[B, M, C']`` -> ``[B, N, C']``: every token copies its slot (``labels``)."""
-    return y.gather(1, labels[..., None].expand(-1, -1, y.shape[-1]))
+    return take_rows(y, labels)

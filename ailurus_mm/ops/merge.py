@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .assignment import ClusterAssignment
+from .window import take_rows
 
 __all__ = ['merge_tokens', 'unfold_tokens', 'MERGE_MODES']
 
@@ -50,7 +51,7 @@ def merge_tokens(
         raise ValueError(f'mode={mode!r} is not one of {MERGE_MODES}')
     b, n, c = x.shape
     if mode == 'anchor':
-        return x.gather(1, assign.anchors[..., None].expand(-1, -1, c))
+        return take_rows(x, assign.anchors)
     index = assign.labels[..., None].expand(-1, -1, c)
     if weights is None:
         total = x.new_zeros(b, assign.num_clusters, c).scatter_add(1, index, x)
@@ -73,4 +74,4 @@ def unfold_tokens(y: Tensor, assign: ClusterAssignment) -> Tensor:
         Tensor: ``[B, N, C]`` on the original grid.
     """
     _check(y, assign, 'y')
-    return y.gather(1, assign.labels[..., None].expand(-1, -1, y.shape[-1]))
+    return take_rows(y, assign.labels)

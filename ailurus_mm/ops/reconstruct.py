@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .assignment import ClusterAssignment
 from .merge import unfold_tokens
-from .window import neighbour_index, window_offsets
+from .window import neighbour_index, take_rows, window_offsets
 
 __all__ = ['SoftWeights', 'soft_weights', 'reconstruct_tokens', 'RECONSTRUCT_MODES']
 
@@ -75,16 +75,22 @@ def soft_weights(
     same = (cand[..., :, None] == cand[..., None, :]) & valid[None, :, None, :]
     earlier = torch.ones(9, 9, dtype=torch.bool, device=x.device).tril(-1)
     ok = valid[None] & ~(same & earlier).any(-1)
-    xn = F.normalize(x.float(), dim=-1).view(b, h, w, c)
+    xn = F.normalize(x.float(), dim=-1)
     mn = F.normalize(merged.float(), dim=-1)
     # similarity to the cluster of each window neighbour, on shifted views of the
     # grid of cluster means: one [B, N, C] gather instead of a [B, N, 9, C] one
-    # (which, with a batched 1x9 matmul per token, cost ~4x more on CPU)
-    own = mn.gather(1, assign.labels[..., None].expand(-1, -1, c)).view(b, h, w, c)
+    # (which, with a batched 1x9 matmul per token, cost ~4x more on CPU); each view
+    # is copied flat into one reused buffer and multiplied in place: a dot product
+    # over a strided view, or a fresh [B, N, C] product per view, cost ~2x more
+    own = take_rows(mn, assign.labels).view(b, h, w, c)
     padded = F.pad(own, (0, 0, 1, 1, 1, 1))
     offsets = window_offsets(1, x.device).tolist()  # the order of ``idx``
-    shifted = [padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]
-    sim = torch.stack([torch.linalg.vecdot(xn, s) for s in shifted], -1).view(b, n, 9)
+    buf = torch.empty_like(xn).view(b, h, w, c)
+    sim = []
+    for dy, dx in offsets:
+        buf.copy_(padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
+        sim.append(buf.view(b, n, c).mul_(xn).sum(-1))
+    sim = torch.stack(sim, -1)
     sim = sim.masked_fill(~ok, float('-inf'))
     top, slot = sim.topk(topk, dim=-1)
     return SoftWeights(clusters=cand.gather(2, slot), weights=torch.softmax(top / temperature, -1))
@@ -120,9 +126,7 @@ def reconstruct_tokens(
         raise ValueError(f'mode={mode!r} needs weights (soft_weights)')
     v = y - merged if residual else y
     if mode.startswith('soft'):
-        b, n, k = weights.clusters.shape
-        c = v.shape[-1]
-        g = v.gather(1, weights.clusters.reshape(b, -1, 1).expand(-1, -1, c)).view(b, n, k, c)
+        g = take_rows(v, weights.clusters)
         out = (g * weights.weights.to(v.dtype)[..., None]).sum(2)
     else:
         out = unfold_tokens(v, assign)
