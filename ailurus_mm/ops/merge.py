@@ -52,15 +52,24 @@ def merge_tokens(
     b, n, c = x.shape
     if mode == 'anchor':
         return take_rows(x, assign.anchors)
-    index = assign.labels[..., None].expand(-1, -1, c)
     if weights is None:
-        total = x.new_zeros(b, assign.num_clusters, c).scatter_add(1, index, x)
+        total = _sum_rows(x, assign)
         return total / assign.sizes.to(x.dtype)[..., None]
     if weights.shape != (b, n):
         raise ValueError(f'weights must be [B, N]={b, n}, got {tuple(weights.shape)}')
     wsum = weights.new_zeros(b, assign.num_clusters).scatter_add(1, assign.labels, weights)
-    total = x.new_zeros(b, assign.num_clusters, c).scatter_add(1, index, x * weights[..., None])
+    total = _sum_rows(x * weights[..., None], assign)
     return total / wsum.clamp_min(torch.finfo(wsum.dtype).tiny)[..., None].to(x.dtype)
+
+
+def _sum_rows(x: Tensor, assign: ClusterAssignment) -> Tensor:
+    """``[B, N, C]`` -> ``[B, M, C]`` per-cluster sums: one ``index_add_`` over the
+    flattened batch (a ``scatter_add`` with an expanded index is ~2x slower on CPU)."""
+    b, n, c = x.shape
+    m = assign.num_clusters
+    flat = (assign.labels + (torch.arange(b, device=x.device) * m)[:, None]).reshape(-1)
+    total = x.new_zeros(b * m, c).index_add_(0, flat, x.reshape(b * n, c))
+    return total.view(b, m, c)
 
 
 def unfold_tokens(y: Tensor, assign: ClusterAssignment) -> Tensor:
