@@ -16,7 +16,10 @@ from torch import Tensor
 
 __all__ = [
     'take_rows',
-    'window_offsets', 'neighbour_index', 'window_sqdist', 'local_density',
+    'window_offsets',
+    'neighbour_index',
+    'window_sqdist',
+    'local_density',
     'denser_than',
 ]
 
