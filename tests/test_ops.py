@@ -234,11 +234,12 @@ def test_window_sqdist_matches_brute_force():
 def test_window_sqdist_in_row_bands_matches_brute_force():
     # wide features make the bands 3 rows (the last one partial) on an unbalanced grid
     hw = (7, 5)
-    x = tokens(2, hw, c=8192)
+    x = tokens(2, hw, c=8192).requires_grad_()
     off = window_offsets(1, 'cpu')
     d = window_sqdist(x, hw, off)
+    assert not d.requires_grad  # a decision: no gradient through the reused buffer
     idx, valid = neighbour_index(*hw, off)
-    ref = (x[:, :, None, :] - x[:, idx, :]).square().sum(-1) / 8192
+    ref = (x[:, :, None, :] - x[:, idx, :]).square().sum(-1).detach() / 8192
     assert torch.allclose(d[:, valid], ref[:, valid], atol=1e-4)
     assert bool(torch.isinf(d[:, ~valid]).all())
 

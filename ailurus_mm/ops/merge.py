@@ -64,7 +64,8 @@ def merge_tokens(
 
 def _sum_rows(x: Tensor, assign: ClusterAssignment) -> Tensor:
     """``[B, N, C]`` -> ``[B, M, C]`` per-cluster sums: one ``index_add_`` over the
-    flattened batch (a ``scatter_add`` with an expanded index is ~2x slower on CPU)."""
+    flattened batch (a ``scatter_add`` with an expanded index was ~2x slower on
+    CPU at 1 thread, >10x at 2 threads, for the same sums)."""
     b, n, c = x.shape
     m = assign.num_clusters
     flat = (assign.labels + (torch.arange(b, device=x.device) * m)[:, None]).reshape(-1)

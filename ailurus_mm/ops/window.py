@@ -73,6 +73,7 @@ def neighbour_index(h: int, w: int, offsets: Tensor) -> Tuple[Tensor, Tensor]:
     return idx, valid
 
 
+@torch.no_grad()
 def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
     """Squared feature distance ``||x_i - x_j||^2 / C`` to each window neighbour.
 
@@ -80,6 +81,8 @@ def window_sqdist(x: Tensor, hw: Tuple[int, int], offsets: Tensor) -> Tensor:
     bands of rows small enough (about 1 MiB of features) to stay in cache while
     all offsets are visited: memory ``O(N * K)``, never ``O(N^2)``; the Python
     loops run over offsets and row bands, never over tokens.
+    The distances are decisions (clustering), so no gradient flows: the band
+    buffer is reused in place.
 
     Args:
         x (Tensor): ``[B, N, C]`` float tokens.
