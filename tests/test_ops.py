@@ -18,7 +18,13 @@ from ailurus_mm.ops import (
     tome_assignment,
     unfold_tokens,
 )
-from ailurus_mm.ops.window import neighbour_index, take_rows, window_offsets, window_sqdist
+from ailurus_mm.ops.window import (
+    add_rows,
+    neighbour_index,
+    take_rows,
+    window_offsets,
+    window_sqdist,
+)
 
 GRIDS = [(8, 8), (7, 13), (13, 7), (1, 9), (5, 1)]
 
@@ -258,6 +264,19 @@ def test_take_rows_is_the_batched_gather(index_shape):
     (gy,) = torch.autograd.grad((out * w).sum(), y)
     (gref,) = torch.autograd.grad((ref * w).sum(), y)
     assert torch.allclose(gy, gref, atol=1e-6)
+
+
+def test_add_rows_is_the_batched_scatter_add():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 11, 5, generator=g, requires_grad=True)
+    index = torch.randint(0, 4, (3, 11), generator=g)
+    out = add_rows(x, index, 4)
+    ref = x.new_zeros(3, 4, 5).scatter_add(1, index[..., None].expand(-1, -1, 5), x)
+    assert torch.allclose(out, ref, atol=1e-6)
+    w = torch.randn(3, 4, 5, generator=g)
+    (gx,) = torch.autograd.grad((out * w).sum(), x)
+    (gref,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(gx, gref, atol=1e-6)
 
 
 def test_size_bias_all_ones_equals_plain_attention():

@@ -39,7 +39,7 @@ from torch import Tensor
 from ._validate import check_int
 from .assignment import ClusterAssignment, assignment_from_groups
 from .cluster import follow_to_roots
-from .window import neighbour_index, take_rows, window_offsets, window_sqdist
+from .window import add_rows, neighbour_index, take_rows, window_offsets, window_sqdist
 
 __all__ = ['coarsen_assignment']
 
@@ -83,7 +83,6 @@ def coarsen_assignment(
     offsets = window_offsets(1, dev)[1:]  # the 8 neighbours
     nidx, nvalid = neighbour_index(*hw, offsets)  # [N, 8]
     ar_m = torch.arange(m, device=dev)
-    ar_b = torch.arange(b, device=dev)
     gen = None
     if randomize:
         gen = torch.Generator(device='cpu').manual_seed(int(seed))
@@ -112,17 +111,14 @@ def coarsen_assignment(
             cost = _boundary_cost(yf, lab, hw)
         else:
             # slot features: size-weighted means of the merged stage-before clusters
-            # (index_add_ over the flattened batch: scatter_add_ on [B, M, C] is slow on CPU)
-            flat = (root + ar_b[:, None] * m).reshape(-1)
-            yc = torch.zeros_like(yf).view(b * m, -1).index_add_(
-                0, flat, (yf * sizes[..., None]).view(b * m, -1)
-            ).view_as(yf)
+            yc = add_rows(yf * sizes[..., None], root, m)
             ws = torch.zeros(b, m, device=dev).scatter_add_(1, root, sizes)
             yc = yc / ws.clamp_min(1)[..., None]
             cost = _boundary_cost(yc, lab, hw)
         if not randomize:
             cost_sum = torch.zeros(b, m, device=dev).scatter_add_(
-                1, lab[..., None].expand_as(cost).reshape(b, -1),
+                1,
+                lab[..., None].expand_as(cost).reshape(b, -1),
                 cost.masked_fill(~edge, 0).reshape(b, -1),
             )
             cnt = torch.zeros(b, m, device=dev).scatter_add_(
