@@ -214,7 +214,7 @@ def test_sweep_rows_are_over_the_library_defaults():
 
     cfg = Config.fromfile(osp.join(ROOT, 'configs/ailurus/segmenter_dinov2-s14_camvid.py'))
     config_opts = AiluRusOptions.from_dict(cfg.model.backbone.ailurus, 12)
-    assert config_opts.second_after == (6, 9)  # the config's default has later stages
+    assert config_opts.second_after == (5, 7, 9)  # the config's default has later stages
     row = row_options(dict(enabled=True, cluster_after=4, keep_ratio=0.25, method='tome'))
     opts = AiluRusOptions.from_dict(row, 12)
     assert opts.second_after is None and opts.reconstruct == 'hard'
