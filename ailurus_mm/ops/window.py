@@ -43,8 +43,7 @@ def take_rows(y: Tensor, index: Tensor) -> Tensor:
         Tensor: ``[B, ..., C]``.
     """
     b, m, c = y.shape
-    flat = index.reshape(b, -1) + (torch.arange(b, device=index.device) * m)[:, None]
-    return y.reshape(b * m, c).index_select(0, flat.reshape(-1)).view(*index.shape, c)
+    return y.reshape(b * m, c).index_select(0, _flat_rows(index, m)).view(*index.shape, c)
 
 
 def add_rows(x: Tensor, index: Tensor, m: int) -> Tensor:
@@ -63,8 +62,16 @@ def add_rows(x: Tensor, index: Tensor, m: int) -> Tensor:
         Tensor: ``[B, m, C]``.
     """
     b, n, c = x.shape
-    flat = (index + (torch.arange(b, device=index.device) * m)[:, None]).reshape(-1)
-    return x.new_zeros(b * m, c).index_add_(0, flat, x.reshape(b * n, c)).view(b, m, c)
+    return (
+        x.new_zeros(b * m, c).index_add_(0, _flat_rows(index, m), x.reshape(b * n, c)).view(b, m, c)
+    )
+
+
+def _flat_rows(index: Tensor, m: int) -> Tensor:
+    """``[B, ...]`` per-image row ids in ``[0, m)`` -> ids into the ``B * m``
+    rows of the flattened batch, as one 1-D index."""
+    b = index.shape[0]
+    return (index.reshape(b, -1) + (torch.arange(b, device=index.device) * m)[:, None]).reshape(-1)
 
 
 def window_offsets(radius: int, device) -> Tensor:
